@@ -1,0 +1,152 @@
+"""The batched GPEN restorer: aligned uint8 crops in, restored uint8 crops out.
+
+Pre/post-processing reproduce the official FaceGAN (face_gan.py) exactly, in RGB: ``x / 255``, ``(x - 0.5) / 0.5``
+(skipped for Seg2face), the model, ``y * 0.5 + 0.5``, clip to [0, 1], ``* 255`` and truncation to uint8.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidgpen.errors import OptionError
+from vidgpen.models.checkpoint import build_generator, detect_architecture, read_checkpoint, resolve_variant
+from vidgpen.models.gpen import FullGenerator
+from vidgpen.models.variants import VARIANTS, GPENVariant
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto": CUDA when present, else CPU. An explicit "cuda" without a GPU is a user error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise OptionError(f"unsupported device {device}; use auto, cpu or cuda")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 convs pay off."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/"auto": fp16 on CUDA, bf16 on a CPU with native bf16, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    elif dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    elif dtype in DTYPES:
+        chosen = DTYPES[dtype]
+    else:
+        raise OptionError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
+    if chosen == torch.float16 and device.type == "cpu":
+        raise OptionError("fp16 is for CUDA; on CPU use --dtype bf16 (fast) or fp32 (exact)")
+    return chosen
+
+
+class GPENRestorer:
+    """Restores aligned face crops with one GPEN model.
+
+    Attributes: ``variant`` (official name), ``size`` (crop side S), ``model`` (the :class:`FullGenerator`:
+    ``[N, 3, S, S]`` float RGB in [-1, 1] in, raw ``[N, 3, S, S]`` out), ``device``, ``dtype``, ``batch_size``.
+    """
+
+    def __init__(self, model: FullGenerator, variant: str, *, device=None, dtype=None, batch_size: int | None = None,
+                 compile: bool = False):
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.variant = variant
+        self.spec: GPENVariant = VARIANTS[variant]
+        self.size = model.size
+        self.model = model.to(self.device).eval().set_compute_dtype(self.dtype)
+        self.batch_size = batch_size or default_batch_size(self.device, self.size)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._forward = self.model
+        if compile:
+            self._forward = _compiled(self.model)
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        """crops: ``[N, S, S, 3]`` uint8 RGB aligned faces -> ``[N, S, S, 3]`` uint8 RGB restored faces."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            return self.restore(crops[None])[0]
+        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"expected uint8 crops [N, {self.size}, {self.size}, 3], got {crops.dtype} {crops.shape}")
+        out = np.empty_like(crops)
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            out[start:start + len(chunk)] = self.restore_batch(chunk)
+        return out
+
+    def restore_batch(self, crops: np.ndarray) -> np.ndarray:
+        """One forward pass over ``[n, S, S, 3]`` uint8 RGB crops (no chunking)."""
+        with torch.inference_mode():
+            pixels = torch.from_numpy(np.ascontiguousarray(crops))
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            x = self.preprocess(pixels)
+            y = self._forward(x)
+            return self.postprocess(y).cpu().numpy()
+
+    def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[N, S, S, 3]`` uint8 -> ``[N, 3, S, S]`` float32 (a channels_last view), as FaceGAN.img2tensor."""
+        x = pixels / 255.0
+        if self.spec.input_normalized:
+            x = (x - 0.5) / 0.5
+        return x.permute(0, 3, 1, 2)
+
+    def postprocess(self, y: torch.Tensor) -> torch.Tensor:
+        """Raw ``[N, 3, S, S]`` output -> ``[N, S, S, 3]`` uint8, truncating as FaceGAN.tensor2img."""
+        y = y.float()
+        if self.spec.input_normalized:
+            y = y * 0.5 + 0.5
+        return (y.clamp(0, 1) * 255).permute(0, 2, 3, 1).to(torch.uint8)
+
+
+def default_batch_size(device: torch.device, size: int) -> int:
+    """Faces per forward pass: enough to fill the device, small enough for its memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        per_face = {256: 0.15, 512: 0.6, 1024: 2.4, 2048: 9.6}.get(size, 2.4) * 2 ** 30  # rough activation bytes
+        return int(max(1, min(16, free * 0.5 // per_face)))
+    return 4 if size <= 512 else 1
+
+
+def _compiled(model: FullGenerator):
+    """torch.compile the forward if the toolchain allows it; otherwise warn and run eagerly."""
+    try:
+        return torch.compile(model, dynamic=False)
+    except Exception as exc:  # a missing compiler must not stop a restore
+        log.warning("torch.compile is unavailable (%s); running without it", exc)
+        return model
+
+
+def load_restorer(path: str | Path, device=None, dtype=None, *, model: str | None = None,
+                  batch_size: int | None = None, compile: bool = False) -> GPENRestorer:
+    """Load any official GPEN checkpoint into a :class:`GPENRestorer`.
+
+    ``model`` names the variant (or task: bfr, colorization, inpainting, seg2face) where the tensors cannot tell
+    it (BFR-1024/Colorization-1024/Inpainting-1024 and BFR-512/Seg2face-512 share architectures); default: BFR.
+    ``device``: auto/cpu/cuda; ``dtype``: auto/fp32/bf16/fp16.
+    """
+    state_dict = read_checkpoint(path)
+    arch = detect_architecture(state_dict, path)
+    variant = resolve_variant(arch, model, path)
+    return GPENRestorer(build_generator(state_dict, arch), variant, device=device, dtype=dtype,
+                        batch_size=batch_size, compile=compile)
