@@ -1,0 +1,161 @@
+"""The library API the CLI is a thin layer over: restore a video, a photo, or a folder of both."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from vidgpen.config import RestoreOptions
+from vidgpen.errors import InputError, OutputError, VidgpenError
+from vidgpen.pipeline import FaceEngine, Progress, RunSummary, build_engine, restore_photo, run_video, save_face_crops
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                    ".wmv", ".flv", ".3gp", ".ogv", ".mxf")
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _options(options: RestoreOptions | None, kwargs) -> RestoreOptions:
+    if options is None:
+        return RestoreOptions.from_kwargs(**kwargs)
+    return options.replace(**kwargs) if kwargs else options
+
+
+def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
+                  engine: FaceEngine | None = None, progress: Progress | None = None,
+                  notice: Callable[[str], None] | None = None, **kwargs) -> RunSummary:
+    """Restore the faces of a video. ``kwargs`` are :class:`RestoreOptions` fields (model, alpha, start, ...).
+
+    Streams, timestamps, rotation and colour tags of ``src`` are kept; ``dst`` appears only when complete.
+    """
+    options = _options(options, kwargs)
+    _check_extras(options)
+    engine = engine or build_engine(options, notice)
+    if engine.options is not options:
+        engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
+    return run_video(src, dst, engine, progress)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file -> ``[H, W, 3]`` uint8 RGB (16-bit and alpha images are reduced), or InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"{path} is not an image OpenCV can read; convert it to PNG or JPEG")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: bool = False) -> None:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
+    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError(f"{path}: OpenCV cannot write '{path.suffix}' images; use .png or .jpg")
+    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(encoded.tobytes())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
+                  engine: FaceEngine | None = None, notice: Callable[[str], None] | None = None,
+                  **kwargs) -> RunSummary:
+    """Restore the faces of a photo into ``dst`` (format from its extension)."""
+    import time
+
+    options = _options(options, kwargs)
+    _check_extras(options)
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
+    if dst.exists() and not options.overwrite:
+        raise OutputError(f"{dst} exists; pass --overwrite to replace it")
+    image = read_image(src)
+    engine = engine or build_engine(options, notice)
+    if engine.options is not options:
+        engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
+    started = time.perf_counter()
+    restored, faces = restore_photo(image, engine)
+    if options.compare:
+        restored = np.concatenate([image, restored], axis=1)
+    write_image_atomically(dst, restored, overwrite=options.overwrite)
+    if options.save_faces is not None and faces:
+        save_face_crops(Path(options.save_faces), src.stem, faces)
+    summary = RunSummary(output=dst, frames=1, faces=len(faces))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@dataclass
+class FolderSummary:
+    results: list[RunSummary] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
+                   progress_factory: Callable[[], Progress] | None = None,
+                   notice: Callable[[str], None] | None = None,
+                   on_file: Callable[[Path, RunSummary | None, str | None], None] | None = None,
+                   **kwargs) -> FolderSummary:
+    """Restore every photo and video directly inside ``src`` into the folder ``dst`` (same file names).
+
+    One bad file does not stop the others: its error is collected in ``failures`` and passed to ``on_file``.
+    """
+    options = _options(options, kwargs)
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise InputError(f"{src} is not a folder")
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(f"{dst} exists and is not a folder; a folder input needs a folder output")
+    if dst.resolve() == src.resolve():
+        raise OutputError("the output folder is the input folder; choose another one (inputs are never overwritten)")
+    files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    if not files:
+        raise InputError(f"{src} holds no photos or videos (looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+    dst.mkdir(parents=True, exist_ok=True)
+    engine = build_engine(options, notice)
+    summary = FolderSummary()
+    for path in files:
+        target = dst / path.name
+        try:
+            if is_image_path(path):
+                result = restore_image(path, target, options=options, engine=engine)
+            else:
+                progress = progress_factory() if progress_factory else None
+                result = restore_video(path, target, options=options, engine=engine, progress=progress)
+        except VidgpenError as exc:
+            summary.failures.append((path, str(exc)))
+            if on_file:
+                on_file(path, None, str(exc))
+            continue
+        summary.results.append(result)
+        if on_file:
+            on_file(path, result, None)
+    return summary
+
+
+def _check_extras(options: RestoreOptions) -> None:
+    if options.save_faces is not None:
+        folder = Path(options.save_faces)
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"--save-faces {folder} is a file; give a folder")
+        folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,447 @@
+"""The streaming restore pipeline: the only place with threads and queues.
+
+    decode -> analyse (scene cuts, detect, select, track + smooth) -> restore (align, GPEN in batches that mix
+    faces from several frames, temporal blend, masks) -> paste + encode
+
+Each arrow is a bounded queue, so decoding, detection and encoding overlap the model while only a handful of
+frames are in flight whatever the video's length. Every stage runs in its own thread; an exception in any of
+them stops all of them and is re-raised in the caller; Ctrl-C (KeyboardInterrupt in the calling thread) stops
+them too, and the writer then deletes its temporary file, so nothing is left at the output path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+from vidgpen.config import RestoreOptions
+from vidgpen.faces.align import fit_crop, warp_crop
+from vidgpen.faces.detect import FaceDetector, make_detector
+from vidgpen.faces.mask import FaceMasker, build_masker
+from vidgpen.faces.paste import PasteItem, paste_faces
+from vidgpen.faces.report import ReportWriter
+from vidgpen.faces.scene import SceneCutDetector
+from vidgpen.faces.select import select_faces
+from vidgpen.faces.temporal import TemporalBlender
+from vidgpen.faces.track import FaceTracker
+from vidgpen.faces.types import TrackedFrame
+from vidgpen.models.restorer import GPENRestorer, load_restorer
+from vidgpen.video.frame import VideoFrame
+from vidgpen.video.reader import open_video
+from vidgpen.video.writer import VideoWriter
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 8            # frames waiting between two stages
+MAX_PENDING_FRAMES = 16     # frames the restore stage holds while it fills a batch
+POLL_SECONDS = 0.1          # how often blocked stages look at the stop flag
+STAGES = ("decode", "analyse", "restore", "encode")
+
+
+class Progress(Protocol):
+    """What the pipeline reports to (the CLI draws it; the library default is silent)."""
+
+    def start(self, description: str, total_frames: int | None) -> None: ...
+
+    def update(self, frames: int, faces: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _SilentProgress:
+    def start(self, description, total_frames):
+        pass
+
+    def update(self, frames, faces):
+        pass
+
+    def finish(self):
+        pass
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, wall time, busy seconds per stage, and warnings for the user."""
+
+    output: Path
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The models, built once per run (or once for a whole folder)
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class FaceEngine:
+    """The restorer, detector and masker a run uses, with the options that shaped them."""
+
+    options: RestoreOptions
+    restorer: GPENRestorer
+    detector: FaceDetector
+    masker: FaceMasker
+
+    @property
+    def size(self) -> int:
+        return self.restorer.size
+
+
+def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None = None,
+                 restorer: GPENRestorer | None = None) -> FaceEngine:
+    """Load the checkpoint (downloading it unless offline), the detector and the masker."""
+    if restorer is None:
+        if options.weights is not None:
+            path = Path(options.weights)
+        else:
+            from vidgpen.weights import ensure_weights
+
+            path = ensure_weights(options.model, options.weights_dir, offline=options.offline)
+        restorer = load_restorer(path, options.device, options.dtype, model=options.model,
+                                 batch_size=options.batch_size, compile=options.compile)
+    device = str(restorer.device)
+    detector = make_detector(options.detector, weights_dir=options.weights_dir, device=device,
+                             max_side=options.detect_max_side, notice=notice)
+    masker = build_masker(options.mask, weights_dir=options.weights_dir, device=device)
+    if notice and getattr(masker, "name", "") == "feathered" and options.mask == "auto":
+        notice("no face-parsing weights found; pasting with a feathered face mask "
+               "('vidgpen weights download ParseNet' gets the official parsing mask)")
+    return FaceEngine(options, restorer, detector, masker)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Work items that travel between stages
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _FaceWork:
+    track_id: int
+    crop_matrix: np.ndarray            # (2, 3) frame -> crop
+    box: np.ndarray                    # (4,) steady box for the small-face rule
+    input_crop: np.ndarray             # (S, S, 3) uint8 RGB aligned input
+    shown: np.ndarray | None = None    # (S, S, 3) uint8 RGB restored and temporally blended
+    mask: np.ndarray | None = None     # (S, S) float32
+
+
+@dataclass
+class _FrameWork:
+    frame: VideoFrame
+    tracked: TrackedFrame
+    faces: list[_FaceWork]
+
+
+_END = object()
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage failed or the run was interrupted."""
+
+
+class _Stages:
+    """Threads, bounded queues and a shared stop flag; the first error wins and is re-raised by ``run``."""
+
+    def __init__(self, summary: RunSummary):
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.summary = summary
+        self._lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def queue(self, size: int = QUEUE_FRAMES) -> queue.Queue:
+        return queue.Queue(maxsize=size)
+
+    def put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue, block: bool = True):
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=POLL_SECONDS) if block else q.get_nowait()
+            except queue.Empty:
+                if not block:
+                    raise
+                continue
+
+    def busy(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.summary.stage_seconds[stage] += seconds
+
+    def start(self, name: str, target: Callable[[], None]) -> None:
+        def body():
+            try:
+                target()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - every failure must reach the caller
+                with self._lock:
+                    self.errors.append(exc)
+                self.stop.set()
+
+        thread = threading.Thread(target=body, name=f"vidgpen-{name}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def wait(self, on_tick: Callable[[], None]) -> None:
+        """Join every stage, ticking progress; on Ctrl-C stop them all and re-raise."""
+        try:
+            while any(t.is_alive() for t in self.threads):
+                for thread in self.threads:
+                    thread.join(timeout=POLL_SECONDS)
+                    on_tick()
+        except BaseException:
+            self.stop.set()
+            for thread in self.threads:
+                thread.join()
+            raise
+        if self.errors:
+            raise self.errors[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-face work shared by videos and photos (no threads)
+# ---------------------------------------------------------------------------------------------------------------
+
+def crop_face(image: np.ndarray, track_id: int, landmarks: np.ndarray, size: int, box: np.ndarray) -> _FaceWork:
+    """Align one face: landmarks (5, 2) -> crop matrix and ``[S, S, 3]`` crop; ``box`` drives the small-face rule
+    (a smoothed box in videos, so the rule does not switch on and off from frame to frame)."""
+    fit = fit_crop(landmarks, size)
+    return _FaceWork(track_id=track_id, crop_matrix=fit.matrix, box=np.asarray(box, dtype=np.float32),
+                     input_crop=warp_crop(image, fit.matrix, size))
+
+
+def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOptions) -> np.ndarray:
+    if not faces:
+        return image
+    items = [PasteItem(restored_crop=f.shown, crop_matrix=f.crop_matrix, mask=f.mask, box=f.box,
+                       original_crop=f.input_crop) for f in faces]
+    return paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+
+
+def save_face_crops(folder: Path, stem: str, faces: list[_FaceWork]) -> None:
+    for face in faces:
+        path = folder / f"{stem}_face{face.track_id:03d}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(face.shown, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------------------------------
+
+def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Progress | None = None) -> RunSummary:
+    """Restore every face of ``src`` into ``dst``; see the module docstring for the stages."""
+    options = engine.options
+    progress = progress or _SilentProgress()
+    summary = RunSummary(output=Path(dst))
+    stages = _Stages(summary)
+    counts = {"frames": 0, "faces": 0}
+    started = time.perf_counter()
+    with open_video(src, options.start, options.end) as reader:
+        writer_size = None
+        if options.compare:
+            width, height = reader.info.width, reader.info.height
+            writer_size = (2 * width, height)
+        report = _open_report(options, engine, src)
+        try:
+            with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
+                             pix_fmt=options.pix_fmt, overwrite=options.overwrite,
+                             drop_incompatible=options.drop_incompatible, frame_size=writer_size) as writer:
+                decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
+                stages.start("decode", lambda: _decode(stages, reader, decoded))
+                stages.start("analyse", lambda: _analyse(stages, engine, decoded, analysed))
+                stages.start("restore", lambda: _restore(stages, engine, analysed, restored))
+                stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
+                progress.start(Path(src).name, _expected_frames(reader))
+                stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
+                progress.update(counts["frames"], counts["faces"])
+        except BaseException:
+            if report is not None:
+                report.abort()
+            raise
+        finally:
+            progress.finish()
+        if report is not None:
+            report.close()
+        if reader.damage is not None:
+            summary.warnings.append(reader.damage.message(src))
+        for dropped in getattr(writer, "dropped_streams", []):
+            summary.warnings.append(f"dropped stream: {dropped}")
+    summary.frames, summary.faces = counts["frames"], counts["faces"]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _expected_frames(reader) -> int | None:
+    info = reader.info
+    if reader.time_range.start or reader.time_range.end:
+        if info.average_fps:
+            end = reader.time_range.end if reader.time_range.end is not None else (info.duration or 0)
+            return max(1, round((end - reader.time_range.start) * float(info.average_fps)))
+        return None
+    return info.frame_count
+
+
+def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
+    if options.report is None:
+        return None
+    meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
+            "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
+            "smoothing": options.smoothing, "lookahead": options.lookahead}
+    return ReportWriter(options.report, meta=meta)
+
+
+def _decode(stages: _Stages, reader, out_q: queue.Queue) -> None:
+    frames = iter(reader)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        stages.busy("decode", time.perf_counter() - t0)
+        if frame is None:
+            break
+        stages.put(out_q, frame)
+    stages.put(out_q, _END)
+
+
+def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
+    """Scene cuts, detection, selection and tracking; frames wait here until their look-ahead is complete."""
+    options = engine.options
+    scenes = SceneCutDetector()
+    tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing,
+                          detection_interval=options.detect_every)
+    waiting: deque[VideoFrame] = deque()
+    last_detected = -options.detect_every
+
+    def emit(tracked_frames: list[TrackedFrame]) -> None:
+        for tracked in tracked_frames:
+            frame = waiting.popleft()
+            assert frame.index == tracked.frame_index, (frame.index, tracked.frame_index)
+            stages.put(out_q, (frame, tracked))
+
+    while True:
+        frame = stages.get(in_q)
+        if frame is _END:
+            break
+        t0 = time.perf_counter()
+        image = frame.image
+        cut = scenes.is_cut(image)
+        detections = None  # not searched: the tracker interpolates between the frames that were
+        if cut or (frame.index - last_detected) >= options.detect_every:
+            detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
+                                      max_faces=options.max_faces, frame_size=image.shape[:2])
+            last_detected = frame.index
+        waiting.append(frame)
+        ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
+        stages.busy("analyse", time.perf_counter() - t0)
+        emit(ready)
+    emit(tracker.flush())
+    stages.put(out_q, _END)
+
+
+def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
+    """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order."""
+    options, size = engine.options, engine.size
+    blender = TemporalBlender(strength=options.temporal_strength)
+    batch_size = engine.restorer.batch_size
+    pending: list[_FrameWork] = []
+    face_count = 0
+    finished = False
+    while not finished:
+        item = stages.get(in_q)
+        if item is _END:
+            finished = True
+        else:
+            frame, tracked = item
+            t0 = time.perf_counter()
+            faces = [crop_face(frame.image, f.track_id, f.smoothed_landmarks, size, box=f.smoothed_box)
+                     for f in tracked.faces]
+            stages.busy("restore", time.perf_counter() - t0)
+            pending.append(_FrameWork(frame, tracked, faces))
+            face_count += len(faces)
+        if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
+            t0 = time.perf_counter()
+            _restore_pending(engine, blender, pending)
+            stages.busy("restore", time.perf_counter() - t0)
+            for work in pending:
+                stages.put(out_q, work)
+            pending, face_count = [], 0
+    stages.put(out_q, _END)
+
+
+def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork]) -> None:
+    faces = [face for work in pending for face in work.faces]
+    if not faces:
+        return
+    restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
+    index = 0
+    for work in pending:
+        if work.tracked.scene_cut:
+            blender.reset()
+        for face in work.faces:
+            face.shown = blender.blend(face.track_id, work.frame.index, face.input_crop, restored[index])
+            index += 1
+        blender.prune(work.frame.index)
+    masks = engine.masker(np.stack([f.shown for f in faces]))
+    for face, mask in zip(faces, masks):
+        face.mask = mask
+
+
+def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: VideoWriter,
+            report: ReportWriter | None, counts: dict) -> None:
+    options = engine.options
+    while True:
+        work = stages.get(in_q)
+        if work is _END:
+            break
+        t0 = time.perf_counter()
+        image = paste_back(work.frame.image, work.faces, options)
+        if options.compare:
+            image = np.concatenate([work.frame.image, image], axis=1)
+        if options.save_faces is not None and work.faces:
+            save_face_crops(Path(options.save_faces), f"frame{work.frame.index:06d}", work.faces)
+        if report is not None:
+            report.write(work.tracked, {f.track_id: f.crop_matrix for f in work.faces})
+        writer.write(dataclasses.replace(work.frame, image=image))
+        stages.busy("encode", time.perf_counter() - t0)
+        counts["faces"] += len(work.faces)
+        counts["frames"] += 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Photos
+# ---------------------------------------------------------------------------------------------------------------
+
+def restore_photo(image: np.ndarray, engine: FaceEngine) -> tuple[np.ndarray, list[_FaceWork]]:
+    """image: ``[H, W, 3]`` uint8 RGB -> the restored image and the faces that were restored."""
+    options = engine.options
+    detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
+                              max_faces=options.max_faces, frame_size=image.shape[:2])
+    faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box)
+             for i, d in enumerate(detections)]
+    if not faces:
+        return image, faces
+    restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
+    masks = engine.masker(restored)
+    for face, crop, mask in zip(faces, restored, masks):
+        face.shown, face.mask = crop, mask
+    return paste_back(image, faces, options), faces
