@@ -18,6 +18,8 @@ import numpy as np
 
 from vidgpen.errors import InputError
 
+FLOW_DENOISE_SIGMA = 0.0  # pixels (0: flow on the frames as they are)
+
 FacesForFrame = Callable[[int, np.ndarray], Sequence[np.ndarray]]
 
 
@@ -84,6 +86,8 @@ def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame) -
             raise InputError(f"frame {index}: input is {frame_in.shape[1]}x{frame_in.shape[0]} but output is "
                              f"{frame_out.shape[1]}x{frame_out.shape[0]}; compare a video with its own restoration")
         gray = cv2.cvtColor(frame_in, cv2.COLOR_RGB2GRAY)
+        if FLOW_DENOISE_SIGMA > 0:
+            gray = cv2.GaussianBlur(gray, (0, 0), FLOW_DENOISE_SIGMA)
         if previous is not None:
             gray_prev, in_prev, out_prev = previous
             region = region_mask(gray.shape, faces_for_frame(index, frame_in))

@@ -35,7 +35,8 @@ from vidgpen.faces.select import select_faces
 from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
-from vidgpen.models.restorer import GPENRestorer, load_restorer
+from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
+from vidgpen.resume import RestoredFaceStore, add_note, run_journal
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
@@ -79,6 +80,7 @@ class RunSummary:
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     warnings: list[str] = field(default_factory=list)
+    faces_reused: int = 0  # restored by an earlier, interrupted run and taken from its saved progress
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,12 +89,14 @@ class RunSummary:
 
 @dataclass
 class FaceEngine:
-    """The restorer, detector and masker a run uses, with the options that shaped them."""
+    """The restorer, detector and masker a run uses, with the options that shaped them, and the checkpoint
+    file the restorer was loaded from (None when it was handed in; resumed runs then compare its tensors)."""
 
     options: RestoreOptions
     restorer: GPENRestorer
     detector: FaceDetector
     masker: FaceMasker
+    checkpoint: Path | None = None
 
     @property
     def size(self) -> int:
@@ -102,13 +106,17 @@ class FaceEngine:
 def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None = None,
                  restorer: GPENRestorer | None = None) -> FaceEngine:
     """Load the checkpoint (downloading it unless offline), the detector and the masker."""
+    checkpoint = None
     if restorer is None:
+        # A device or dtype this machine lacks is reported before a checkpoint is read or downloaded.
+        pick_dtype(options.dtype, pick_device(options.device))
         if options.weights is not None:
             path = Path(options.weights)
         else:
             from vidgpen.weights import ensure_weights
 
             path = ensure_weights(options.model, options.weights_dir, offline=options.offline)
+        checkpoint = path
         restorer = load_restorer(path, options.device, options.dtype, model=options.model,
                                  batch_size=options.batch_size, compile=options.compile)
     device = str(restorer.device)
@@ -118,7 +126,7 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
     if notice and getattr(masker, "name", "") == "feathered" and options.mask == "auto":
         notice("no face-parsing weights found; pasting with a feathered face mask "
                "('vidgpen weights download ParseNet' gets the official parsing mask)")
-    return FaceEngine(options, restorer, detector, masker)
+    return FaceEngine(options, restorer, detector, masker, checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,8 +257,14 @@ def save_face_crops(folder: Path, stem: str, faces: list[_FaceWork]) -> None:
 # Video
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Progress | None = None) -> RunSummary:
-    """Restore every face of ``src`` into ``dst``; see the module docstring for the stages."""
+def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Progress | None = None,
+              notice: Callable[[str], None] | None = None) -> RunSummary:
+    """Restore every face of ``src`` into ``dst``; see the module docstring for the stages.
+
+    The restored faces are kept beside ``dst`` while the run goes (see :mod:`vidgpen.resume`): deleted once
+    ``dst`` is written, kept when the run fails or is interrupted (the exception then carries a note saying how
+    to continue), and reused instead of running the model when ``engine.options.resume`` is set.
+    """
     options = engine.options
     progress = progress or _SilentProgress()
     summary = RunSummary(output=Path(dst))
@@ -263,24 +277,37 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
             width, height = reader.info.width, reader.info.height
             writer_size = (2 * width, height)
         report = _open_report(options, engine, src)
+        store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
                              pix_fmt=options.pix_fmt, overwrite=options.overwrite,
                              drop_incompatible=options.drop_incompatible, frame_size=writer_size) as writer:
+                # Opened once the writer has accepted dst, so a command that fails its checks keeps old progress.
+                expected_frames = _expected_frames(reader)
+                store = RestoredFaceStore.open(dst, run_journal(src, engine, expected_frames),
+                                               resume=options.resume, notice=notice)
+                # Nothing that can raise may come between starting the stages and waiting for them: the writer
+                # and reader must not close under running threads.
+                progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, decoded, analysed))
-                stages.start("restore", lambda: _restore(stages, engine, analysed, restored))
+                stages.start("restore", lambda: _restore(stages, engine, analysed, restored, store))
                 stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
-                progress.start(Path(src).name, _expected_frames(reader))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
-        except BaseException:
+        except BaseException as exc:
             if report is not None:
                 report.abort()
+            saved = store.keep() if store is not None else None
+            if saved is not None:
+                add_note(exc, saved.message())
             raise
         finally:
             progress.finish()
+        store.discard()
+        summary.faces_reused = store.faces_reused
+        summary.warnings += store.warnings
         if report is not None:
             report.close()
         if reader.damage is not None:
@@ -293,13 +320,20 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
 
 
 def _expected_frames(reader) -> int | None:
-    info = reader.info
-    if reader.time_range.start or reader.time_range.end:
-        if info.average_fps:
-            end = reader.time_range.end if reader.time_range.end is not None else (info.duration or 0)
-            return max(1, round((end - reader.time_range.start) * float(info.average_fps)))
+    """Frames the run will write, for the progress bar: the header's count, or the trimmed span times the rate."""
+    info, time_range = reader.info, reader.time_range
+    if time_range.start is None and time_range.end is None:
+        return info.frame_count
+    if not info.average_fps:
         return None
-    return info.frame_count
+    # TimeRange holds container times (start_time included); either side may be open.
+    begin = time_range.start if time_range.start is not None else info.start_time
+    end = info.start_time + info.duration if info.duration is not None else None
+    if time_range.end is not None:
+        end = time_range.end if end is None else min(end, time_range.end)
+    if end is None:
+        return None
+    return max(1, round((end - begin) * float(info.average_fps)))
 
 
 def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
@@ -338,15 +372,16 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             assert frame.index == tracked.frame_index, (frame.index, tracked.frame_index)
             stages.put(out_q, (frame, tracked))
 
-    while True:
-        frame = stages.get(in_q)
-        if frame is _END:
-            break
+    # Each frame is analysed once the next one has arrived, so the last frame of the video is known and always
+    # searched: with --detect-every N the tracker then interpolates up to the end instead of dropping the tail.
+    held = stages.get(in_q)
+    while held is not _END:
+        following = stages.get(in_q)
         t0 = time.perf_counter()
-        image = frame.image
+        frame, image = held, held.image
         cut = scenes.is_cut(image)
         detections = None  # not searched: the tracker interpolates between the frames that were
-        if cut or (frame.index - last_detected) >= options.detect_every:
+        if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
             detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
                                       max_faces=options.max_faces, frame_size=image.shape[:2])
             last_detected = frame.index
@@ -354,12 +389,17 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
         stages.busy("analyse", time.perf_counter() - t0)
         emit(ready)
+        held = following
     emit(tracker.flush())
     stages.put(out_q, _END)
 
 
-def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
-    """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order."""
+def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue,
+             store: RestoredFaceStore | None = None) -> None:
+    """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order.
+
+    Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
+    resumed run meets the same batches and can take their restored crops from ``store``."""
     options, size = engine.options, engine.size
     blender = TemporalBlender(strength=options.temporal_strength)
     batch_size = engine.restorer.batch_size
@@ -380,7 +420,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, blender, pending)
+            _restore_pending(engine, blender, pending, store)
             stages.busy("restore", time.perf_counter() - t0)
             for work in pending:
                 stages.put(out_q, work)
@@ -388,11 +428,17 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
     stages.put(out_q, _END)
 
 
-def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork]) -> None:
+def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
+                     store: RestoredFaceStore | None = None) -> None:
     faces = [face for work in pending for face in work.faces]
     if not faces:
         return
-    restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
+    crops = np.stack([f.input_crop for f in faces])
+    if store is None:
+        restored = engine.restorer.restore(crops)
+    else:
+        keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
+        restored = store.restore(keys, crops, engine.restorer.restore)
     index = 0
     for work in pending:
         if work.tracked.scene_cut:

@@ -8,6 +8,8 @@ function with a faster formulation:
   over the batch, which cannot use fast shared-weight kernels. Here ``conv(x * s, W) * d`` is used instead of
   ``conv(x, W * s * d)``, with the demodulation ``d = rsqrt((s**2) @ sum_k(W**2) + 1e-8)`` computed from a
   precomputed ``[out, in]`` table. Every conv is an ordinary shared-weight conv over the whole batch.
+  At high resolution on CPU, where activations dwarf the weights, ``s`` and ``d`` are instead folded into a
+  per-sample weight (one ordinary conv per sample, bias included), which saves two passes over the activations.
 * **Channels-last activations and prepared weights.** Equalized-lr scales, the sqrt(2) gain of the fused leaky
   ReLU and the layout are folded into weights once per (device, dtype), not on every call.
 * **FIR blurs as depthwise convs.** upfirdn2d (zero insertion, padding, flipped-kernel correlation) equals a
@@ -31,6 +33,7 @@ from torch import nn
 from vidgpen.models.variants import BLUR_KERNEL, N_MLP, STYLE_DIM, GPENArchitecture
 
 SQRT2 = math.sqrt(2.0)
+FOLD_MIN_PIXELS = 128 * 128  # output resolution from which per-sample folded weights beat modulating activations
 LRELU_SLOPE = 0.2
 
 
@@ -193,6 +196,8 @@ class _PreparedConv:
         self.weight_sq = weight.pow(2).sum(dim=(2, 3)) if layer.demodulate else None
         # `gain` (sqrt 2 of the previous activation) multiplies the input: fold it into the conv weight.
         scaled = weight * gain
+        self.weight_f32 = scaled                                                # [out, in, k, k] fp32
+        self.dtype = dtype
         if layer.upsample:
             self.weight = scaled.transpose(0, 1).contiguous().to(dtype)         # [in, out, k, k] for conv_transpose
         else:
@@ -210,6 +215,15 @@ class _PreparedConv:
         """Per-sample output scales d, [batch, out] float32."""
         return torch.rsqrt((s * s) @ self.weight_sq.t() + 1e-8)
 
+    def folded(self, x: torch.Tensor, s: torch.Tensor, d: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One sample: conv(x, W * s * d) + bias. x: [1, in, H, W]; s: [in]; d: [out] -> [1, out, H', W']."""
+        weight = self.weight_f32 * s[None, :, None, None] * d[:, None, None, None]
+        if self.upsample:
+            y = F.conv_transpose2d(x, weight.transpose(0, 1).to(self.dtype), stride=2)
+            return F.conv2d(y, self.blur, bias, padding=1, groups=self.blur.shape[0])
+        weight = weight.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, weight, bias, padding=self.weight.shape[-1] // 2)
+
     def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x: [batch, in, H, W] (channels_last) -> the modulated conv output before demodulation."""
         x = x * s.to(x.dtype)[:, :, None, None]
@@ -226,18 +240,26 @@ class _PreparedStyledConv:
         bias = layer.activate.bias.float()
         self.bias_conv = bias[:out_ch].to(dtype).view(1, out_ch, 1, 1)
         self.bias_noise = bias[out_ch:].to(dtype).view(1, out_ch, 1, 1)
+        self.bias_conv_flat = bias[:out_ch].to(dtype).contiguous()
         self.noise_weight = float(layer.noise.weight.item())
         self.out_ch = out_ch
 
     def __call__(self, x: torch.Tensor, latent: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         """Returns leaky_relu(cat(conv * d + b1, w * feature + b2)) WITHOUT the sqrt(2) gain (folded downstream)."""
         s = self.conv.styles(latent)
-        y = self.conv(x, s)
-        d = self.conv.demod(s).to(y.dtype)
-        batch, _, height, width = y.shape
-        out = torch.empty((batch, 2 * self.out_ch, height, width), dtype=y.dtype, device=y.device,
+        d = self.conv.demod(s)
+        batch, _, height, width = feature.shape
+        out = torch.empty((batch, 2 * self.out_ch, height, width), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
-        torch.addcmul(self.bias_conv, y, d[:, :, None, None], out=out[:, : self.out_ch])
+        if height * width >= FOLD_MIN_PIXELS and x.device.type == "cpu":
+            # Large activations, small weights: fold s and d into a per-sample weight (saves two passes over the
+            # activations; the bias rides in the conv), one ordinary conv per sample.
+            for i in range(batch):
+                y = self.conv.folded(x[i:i + 1], s[i], d[i], self.bias_conv_flat)
+                out[i:i + 1, : self.out_ch].copy_(y)
+        else:
+            y = self.conv(x, s)
+            torch.addcmul(self.bias_conv, y, d.to(y.dtype)[:, :, None, None], out=out[:, : self.out_ch])
         torch.add(self.bias_noise, feature, alpha=self.noise_weight, out=out[:, self.out_ch:])
         return F.leaky_relu_(out, LRELU_SLOPE)
 
