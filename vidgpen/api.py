@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -36,13 +37,29 @@ def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     """Restore the faces of a video. ``kwargs`` are :class:`RestoreOptions` fields (model, alpha, start, ...).
 
     Streams, timestamps, rotation and colour tags of ``src`` are kept; ``dst`` appears only when complete.
+    The restored faces are kept beside ``dst`` until then, so ``resume=True`` can finish an interrupted run with
+    the same result (see :mod:`vidgpen.resume`).
     """
     options = _options(options, kwargs)
     _check_extras(options)
-    engine = engine or build_engine(options, notice)
+    if engine is None:
+        _check_video_paths(src, dst, options.overwrite)  # before a model is loaded or downloaded
+        engine = build_engine(options, notice)
     if engine.options is not options:
-        engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
-    return run_video(src, dst, engine, progress)
+        engine = dataclasses.replace(engine, options=options)
+    return run_video(src, dst, engine, progress, notice)
+
+
+def _check_video_paths(src: str | Path, dst: str | Path, overwrite: bool) -> None:
+    """The input is a readable video and ``dst`` may be written: the writer checks this again when it opens."""
+    from vidgpen.video import probe
+
+    info = probe(src)
+    dst = Path(dst)
+    if dst.exists() and os.path.samefile(dst, info.path):
+        raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
+    if dst.exists() and not overwrite and not dst.is_dir():
+        raise OutputError(f"{dst} already exists; pass --overwrite to replace it or choose another name")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -141,11 +158,13 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
                 result = restore_image(path, target, options=options, engine=engine)
             else:
                 progress = progress_factory() if progress_factory else None
-                result = restore_video(path, target, options=options, engine=engine, progress=progress)
+                result = restore_video(path, target, options=options, engine=engine, progress=progress,
+                                       notice=notice)
         except VidgpenError as exc:
-            summary.failures.append((path, str(exc)))
+            message = "; ".join([str(exc), *getattr(exc, "__notes__", [])])  # e.g. how to resume this file
+            summary.failures.append((path, message))
             if on_file:
-                on_file(path, None, str(exc))
+                on_file(path, None, message)
             continue
         summary.results.append(result)
         if on_file:

@@ -23,6 +23,8 @@ class RestoreOptions:
     Video out: ``start``/``end`` trim, ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``drop_incompatible``.
     Extras: ``compare`` writes before|after side by side; ``save_faces`` a folder for restored crops;
     ``report`` a JSON file of every face in every frame; ``overwrite`` an existing output.
+    Resume: ``resume`` continues an interrupted video run from the faces it kept beside the output (same input
+    and options required; see :mod:`vidgpen.resume`); photos ignore it.
     """
 
     model: str = "GPEN-BFR-512"
@@ -56,6 +58,7 @@ class RestoreOptions:
     save_faces: Path | None = None
     report: Path | None = None
     overwrite: bool = False
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

@@ -53,9 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except VidgpenError as exc:
         print(f"vidgpen: error: {exc}", file=sys.stderr)
+        _print_notes(exc)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("vidgpen: interrupted; no output was written", file=sys.stderr)
+        _print_notes(exc)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+
+
+def _print_notes(exc: BaseException) -> None:
+    """Lines the library attached on the way up (PEP 678), e.g. how to resume an interrupted run."""
+    for note in getattr(exc, "__notes__", ()):
+        print(f"vidgpen: {note}", file=sys.stderr)

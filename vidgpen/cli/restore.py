@@ -59,6 +59,9 @@ def register(subparsers) -> None:
     extra.add_argument("--save-faces", type=Path, metavar="DIR", help="also save every restored face crop here")
     extra.add_argument("--report", type=Path, metavar="FILE.json", help="write every face of every frame as JSON")
     extra.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    extra.add_argument("--resume", action="store_true",
+                       help="continue an interrupted video run from the faces it kept beside the output (run the "
+                            "same command again with --resume; the result equals an uninterrupted run)")
     extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar, notices or summary")
     p.set_defaults(func=run)
 
@@ -73,7 +76,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
         start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
-        report=args.report, overwrite=args.overwrite)
+        report=args.report, overwrite=args.overwrite, resume=args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
 def _summary_line(summary) -> str:
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
     line = f"{summary.frames} frame(s), {summary.faces} face(s) restored in {summary.seconds:.1f} s ({fps:.2f} fps)"
+    if summary.faces_reused:
+        line += f" ({summary.faces_reused} taken from the saved progress)"
     busy = {k: v for k, v in summary.stage_seconds.items() if v > 0}
     if busy:
         line += "; busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items())

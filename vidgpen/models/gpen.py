@@ -249,6 +249,12 @@ class _PreparedStyledConv:
         s = self.conv.styles(latent)
         d = self.conv.demod(s)
         batch, _, height, width = feature.shape
+        if torch.compiler.is_compiling():
+            # torch.compile fuses these itself, and `out=` writes would break its graph
+            y = self.conv(x, s)
+            conv_half = torch.addcmul(self.bias_conv, y, d.to(y.dtype)[:, :, None, None])
+            noise_half = torch.add(self.bias_noise, feature, alpha=self.noise_weight)
+            return F.leaky_relu(torch.cat([conv_half, noise_half], dim=1), LRELU_SLOPE)
         out = torch.empty((batch, 2 * self.out_ch, height, width), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
         if height * width >= FOLD_MIN_PIXELS and x.device.type == "cpu":

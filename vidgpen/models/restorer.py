@@ -150,12 +150,21 @@ def default_batch_size(device: torch.device, size: int) -> int:
 
 
 def _compiled(model: FullGenerator):
-    """torch.compile the forward if the toolchain allows it; otherwise warn and run eagerly."""
-    try:
-        return torch.compile(model, dynamic=False)
-    except Exception as exc:  # a missing compiler must not stop a restore
-        log.warning("torch.compile is unavailable (%s); running without it", exc)
-        return model
+    """The model's forward through torch.compile; if compiling fails (no C++ toolchain, unsupported op), warn
+    once and run eagerly from then on, so a missing compiler never stops a restore."""
+    compiled = torch.compile(model, dynamic=False)
+    state = {"eager": False}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not state["eager"]:
+            try:
+                return compiled(x)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the same eager model
+                log.warning("torch.compile failed (%s); running without it", str(exc).splitlines()[0][:200])
+                state["eager"] = True
+        return model(x)
+
+    return forward
 
 
 def load_restorer(path: str | Path, device=None, dtype=None, *, model: str | None = None,
