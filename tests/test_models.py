@@ -252,3 +252,26 @@ def test_cuda_request_without_gpu_is_a_user_error(model_256):
 
     with pytest.raises(OptionError, match="no CUDA GPU"):
         GPENRestorer(model_256, "GPEN-BFR-256", device="cuda")
+
+
+def test_compiled_restorer_equals_eager(model_256, data_dir):
+    face = np.load(data_dir / "GPEN-BFR-256_aligned_face_bgr_u8.npy")[:, :, ::-1]
+    eager = GPENRestorer(model_256, "GPEN-BFR-256", device="cpu", dtype="fp32").restore(face)
+    compiled = GPENRestorer(model_256, "GPEN-BFR-256", device="cpu", dtype="fp32", compile=True).restore(face)
+    assert np.abs(compiled.astype(int) - eager).max() <= 1
+
+
+def test_compile_failure_falls_back_to_eager(model_256, data_dir, monkeypatch, caplog):
+    def broken_compile(model, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    face = np.load(data_dir / "GPEN-BFR-256_aligned_face_bgr_u8.npy")[:, :, ::-1]
+    restorer = GPENRestorer(model_256, "GPEN-BFR-256", device="cpu", dtype="fp32", compile=True)
+    with caplog.at_level("WARNING"):
+        restored = restorer.restore(face)
+    assert "torch.compile failed" in caplog.text
+    expected = np.load(data_dir / "GPEN-BFR-256_output_b1_postprocessed_bgr_u8.npy")[:, :, ::-1]
+    assert np.abs(restored.astype(int) - expected).max() <= 1
