@@ -20,3 +20,40 @@ def shared_reference_dir() -> Path:
     if not SHARED_REFERENCE_DIR.is_dir():
         pytest.skip(f"full GPEN reference set not found at {SHARED_REFERENCE_DIR}")
     return SHARED_REFERENCE_DIR
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End-to-end fixtures (tests/test_pipeline.py, tests/test_cli_restore.py): the recipe GPEN-BFR-256 checkpoint, the
+# options that make a run fast and offline (MTCNN ships its weights; the feathered mask needs none), and one engine.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def recipe_checkpoint_256(tmp_path_factory) -> Path:
+    """A real GPEN-BFR-256 checkpoint file (~75 MB) holding the deterministic recipe weights."""
+    import json
+
+    import torch
+
+    from vidgpen.models.recipe import recipe_state_dict
+
+    manifest = json.loads((DATA_DIR / "manifest-GPEN-BFR-256.json").read_text())
+    path = tmp_path_factory.mktemp("weights") / "GPEN-BFR-256-recipe.pth"
+    torch.save(recipe_state_dict(manifest), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def recipe_options(recipe_checkpoint_256) -> dict:
+    """RestoreOptions fields for a fast offline run; add run-specific fields with ``dict(recipe_options, ...)``."""
+    return dict(model="GPEN-BFR-256", weights=recipe_checkpoint_256, detector="mtcnn", mask="feathered",
+                dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def recipe_engine(recipe_options):
+    """One FaceEngine (recipe restorer, MTCNN, feathered mask) shared by the end-to-end tests."""
+    from vidgpen.config import RestoreOptions
+    from vidgpen.pipeline import build_engine
+
+    return build_engine(RestoreOptions(**recipe_options))

@@ -74,15 +74,24 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _check_image_destination(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
+    if not cv2.haveImageWriter(str(path)):  # also refuses a missing extension
+        raise OutputError(f"{path}: OpenCV cannot write '{path.suffix}' images; use .png, .jpg, .webp or .tif")
+
+
 def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: bool = False) -> None:
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
-    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    _check_image_destination(path)
+    try:
+        ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:  # OpenCV raises, rather than returning False, for some formats and sizes
+        ok = False
     if not ok:
-        raise OutputError(f"{path}: OpenCV cannot write '{path.suffix}' images; use .png or .jpg")
+        raise OutputError(f"{path}: OpenCV could not encode the image as '{path.suffix}'; use .png or .jpg")
     descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -106,6 +115,7 @@ def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions |
         raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
     if dst.exists() and not options.overwrite:
         raise OutputError(f"{dst} exists; pass --overwrite to replace it")
+    _check_image_destination(dst)  # before the model is loaded, not after the work is done
     image = read_image(src)
     engine = engine or build_engine(options, notice)
     if engine.options is not options:

@@ -166,6 +166,7 @@ class _Stages:
         self.summary = summary
         self._lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self._done: list[threading.Event] = []  # set by each stage when it has finished, however it finished
 
     def queue(self, size: int = QUEUE_FRAMES) -> queue.Queue:
         return queue.Queue(maxsize=size)
@@ -196,6 +197,8 @@ class _Stages:
             self.summary.stage_seconds[stage] += seconds
 
     def start(self, name: str, target: Callable[[], None]) -> None:
+        done = threading.Event()
+
         def body():
             try:
                 target()
@@ -205,25 +208,45 @@ class _Stages:
                 with self._lock:
                     self.errors.append(exc)
                 self.stop.set()
+            finally:
+                done.set()
 
         thread = threading.Thread(target=body, name=f"vidgpen-{name}", daemon=True)
         self.threads.append(thread)
+        self._done.append(done)
         thread.start()
 
     def wait(self, on_tick: Callable[[], None]) -> None:
-        """Join every stage, ticking progress; on Ctrl-C stop them all and re-raise."""
+        """Wait for every stage, ticking progress; on Ctrl-C stop them all, wait for them, and re-raise.
+
+        Stages report the end through an Event, not ``Thread.join``: before Python 3.13 a KeyboardInterrupt that
+        lands inside ``join(timeout)`` marks the still-running thread as finished, so it would outlive the reader
+        and writer it uses (and abort the interpreter at exit, in the middle of a torch call).
+        """
         try:
-            while any(t.is_alive() for t in self.threads):
-                for thread in self.threads:
-                    thread.join(timeout=POLL_SECONDS)
+            while not all(done.is_set() for done in self._done):
+                for done in self._done:
+                    done.wait(POLL_SECONDS)
                     on_tick()
         except BaseException:
             self.stop.set()
-            for thread in self.threads:
-                thread.join()
+            self._finish()
             raise
+        self._finish()
         if self.errors:
             raise self.errors[0]
+
+    def _finish(self) -> None:
+        """Block until every stage has returned; a second Ctrl-C does not cut this short (it takes one batch)."""
+        for done in self._done:
+            while True:
+                try:
+                    if done.wait(POLL_SECONDS):
+                        break
+                except KeyboardInterrupt:
+                    continue
+        for thread in self.threads:
+            thread.join()
 
 
 # ---------------------------------------------------------------------------------------------------------------

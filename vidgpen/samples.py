@@ -23,9 +23,9 @@ def astronaut_rgb() -> np.ndarray:
     return data.astronaut()
 
 
-def face_clip_frame(index: int, width: int, height: int, fps: float, noise: float,
-                    rng: np.random.Generator, portrait: np.ndarray) -> np.ndarray:
-    """Frame ``index`` of the clip: ``[height, width, 3]`` uint8 RGB."""
+def face_clip_matrix(index: int, width: int, height: int, fps: float) -> np.ndarray:
+    """The ``[2, 3]`` float64 affine map from portrait pixels to frame ``index`` pixels (so tests know where the
+    face is in every frame)."""
     t = index / fps
     scale = height / 400 * (1.0 + 0.06 * math.sin(2 * math.pi * t / 3.0))    # slow zoom
     angle = 3.0 * math.sin(2 * math.pi * t / 4.0)                             # slight roll, degrees
@@ -34,6 +34,13 @@ def face_clip_frame(index: int, width: int, height: int, fps: float, noise: floa
     # portrait face centre is about (225, 125) in the 512x512 image
     matrix = cv2.getRotationMatrix2D((225.0, 125.0), angle, scale)
     matrix[:, 2] += (cx - 225.0, cy - 125.0)
+    return matrix
+
+
+def face_clip_frame(index: int, width: int, height: int, fps: float, noise: float,
+                    rng: np.random.Generator, portrait: np.ndarray) -> np.ndarray:
+    """Frame ``index`` of the clip: ``[height, width, 3]`` uint8 RGB."""
+    matrix = face_clip_matrix(index, width, height, fps)
     frame = cv2.warpAffine(portrait, matrix, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
     # degrade: lose resolution, add fresh noise every frame

@@ -6,6 +6,7 @@ import os
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 PLAIN_INTERVAL_SECONDS = 5.0
@@ -38,7 +39,8 @@ class TerminalProgress:
                 TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=self.console, transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(description, total=total_frames, rates="")
+            # A file name is text, not rich markup ("clip [v2].mp4" would lose its brackets or fail to render).
+            self._task = self._bar.add_task(escape(description), total=total_frames, rates="")
 
     def update(self, frames: int, faces: int) -> None:
         elapsed = max(time.perf_counter() - self._started, 1e-9)
@@ -51,7 +53,8 @@ class TerminalProgress:
             eta = ""
             if self._total and frames:
                 eta = f", ETA {max(0.0, (self._total - frames) * elapsed / frames):.0f}s"
-            self.console.print(f"{self._name}: {frames}{of_total} frames, {rates}{eta}", soft_wrap=True)
+            self.console.print(f"{self._name}: {frames}{of_total} frames, {rates}{eta}", soft_wrap=True,
+                               markup=False)
 
     def finish(self) -> None:
         if self._bar is not None:

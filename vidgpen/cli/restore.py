@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         folder = api.restore_folder(src, args.output, options=options, notice=notice, on_file=on_file,
                                     progress_factory=lambda: TerminalProgress(console, args.quiet))
         if not args.quiet:
-            console.print(f"restored {len(folder.results)} file(s) into {args.output}"
-                          + (f"; {len(folder.failures)} failed" if folder.failures else ""), markup=False)
+            failed = f"; {len(folder.failures)} failed" if folder.failures else ""
+            console.print(f"restored {len(folder.results)} file(s) into {args.output}{failed}",
+                          soft_wrap=True, markup=False)
         return 1 if folder.failures else 0
     if api.is_image_path(src):
         summary = api.restore_image(src, args.output, options=options, notice=notice)

@@ -1,0 +1,192 @@
+"""End-to-end speed and memory of ``vidgpen restore`` on the sample clip, against the model alone.
+
+For each model size and clip length, one fresh process restores a generated astronaut clip (vidgpen.samples, the
+same generator as samples/astronaut_degraded.mp4) with the recipe weights (same architecture and cost as the
+official checkpoint), MTCNN and the feathered mask, and reports:
+
+- frames/s and faces/s of the whole run (wall time, decode to the finished file);
+- busy seconds per stage (RunSummary.stage_seconds; stages overlap, so they can add up to more than the wall);
+- the model alone: ``restorer.restore`` timed on aligned crops of the same size in batches of the same size,
+  per face, times the run's face count (measured on ``--model-faces`` faces and scaled, so long clips stay cheap);
+- overhead = (wall - model time) / model time, the pipeline's cost beyond the model (target: <= 15 %);
+- peak RSS of the process (ru_maxrss), which must not grow with the clip length.
+
+    python3 bench/bench_pipeline.py                                   # 720p, 256 and 512, 48 and 480 frames
+    python3 bench/bench_pipeline.py --sizes 256 --frames 48 240 --json results.json
+    python3 bench/bench_pipeline.py --frames 8 --sizes 256 --height 180   # smoke run: checks that it works
+
+The defaults take a long time on a CPU (GPEN-512 at several seconds per face): run them on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+RESULT_PREFIX = "RESULT "
+OVERHEAD_TARGET = 0.15
+
+
+def recipe_checkpoint(size: int, folder: Path) -> Path:
+    """A GPEN-BFR-<size> checkpoint file with the recipe weights (built once per folder)."""
+    import torch
+
+    from vidgpen.models.recipe import recipe_state_dict
+
+    path = folder / f"GPEN-BFR-{size}-recipe.pth"
+    if not path.exists():
+        manifest = json.loads((DATA / f"manifest-GPEN-BFR-{size}.json").read_text())
+        torch.save(recipe_state_dict(manifest), path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One measurement, in its own process so peak RSS belongs to it alone
+# ---------------------------------------------------------------------------------------------------------------
+
+def measure(config: dict) -> dict:
+    import torch
+
+    from vidgpen import api
+    from vidgpen.config import RestoreOptions
+    from vidgpen.pipeline import build_engine, crop_face
+    from vidgpen.video import open_video
+
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    options = RestoreOptions(model=f"GPEN-BFR-{config['size']}", weights=Path(config["checkpoint"]),
+                             detector="mtcnn", mask="feathered", dtype=config["dtype"],
+                             batch_size=config["batch_size"], overwrite=True)
+    loaded = time.perf_counter()
+    engine = build_engine(options)
+    # The model alone runs on a real aligned crop of the clip, in full batches of the run's size.
+    with open_video(config["clip"]) as reader:
+        first = next(iter(reader)).image
+    (face, *_) = engine.detector.detect(first)
+    crop = crop_face(first, 0, face.landmarks.astype(np.float64), engine.size, box=face.box).input_crop
+    batch_size = engine.restorer.batch_size
+    batch = np.repeat(crop[None], batch_size, axis=0)
+    engine.restorer.restore(batch)  # warm-up: the first forward's one-off cost is neither pipeline nor model speed
+    load_seconds = time.perf_counter() - loaded
+
+    summary = api.restore_video(config["clip"], config["output"], options=options, engine=engine)
+    rss_after_run = peak_rss_mb()  # before the model-only timing below can add anything
+
+    batches = max(1, math.ceil(min(config["model_faces"], max(summary.faces, 1)) / batch_size))
+    started = time.perf_counter()
+    for _ in range(batches):
+        engine.restorer.restore(batch)
+    model_seconds_per_face = (time.perf_counter() - started) / (batches * batch_size)
+
+    model_seconds = model_seconds_per_face * summary.faces
+    return {
+        "size": config["size"], "frames": summary.frames, "faces": summary.faces,
+        "width": config["width"], "height": config["height"], "dtype": str(engine.restorer.dtype),
+        "batch_size": batch_size, "threads": torch.get_num_threads(), "load_seconds": load_seconds,
+        "wall_seconds": summary.seconds, "fps": summary.frames / summary.seconds,
+        "faces_per_second": summary.faces / summary.seconds, "stage_seconds": summary.stage_seconds,
+        "model_seconds_per_face": model_seconds_per_face, "model_seconds": model_seconds,
+        "overhead": (summary.seconds - model_seconds) / model_seconds if model_seconds else float("nan"),
+        "peak_rss_mb": rss_after_run,
+    }
+
+
+def run_child(config: dict) -> dict:
+    """``measure(config)`` in a fresh interpreter; its result comes back as one JSON line."""
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"measurement {config['size']}/{config['frames']} failed:\n{done.stderr}")
+    line = next(l for l in done.stdout.splitlines() if l.startswith(RESULT_PREFIX))
+    return json.loads(line[len(RESULT_PREFIX):])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512, 1024])
+    parser.add_argument("--frames", type=int, nargs="+", default=[48, 480], help="clip lengths (frames at 24 fps)")
+    parser.add_argument("--height", type=int, default=720, help="frame height; width is 16:9 (default 1280x720)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, help="faces per forward pass (default: the restorer's)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--model-faces", type=int, default=16, help="faces the model-only timing runs on")
+    parser.add_argument("--workdir", type=Path, help="keep clips, checkpoints and outputs here (default: temp)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(RESULT_PREFIX + json.dumps(measure(json.loads(args.child))), flush=True)
+        return
+
+    from vidgpen.samples import write_face_clip
+
+    height = args.height - args.height % 2
+    width = round(height * 16 / 9 / 2) * 2
+    with tempfile.TemporaryDirectory(prefix="vidgpen-bench-") as temp:
+        work = args.workdir or Path(temp)
+        work.mkdir(parents=True, exist_ok=True)
+        clips = {}
+        for frames in args.frames:
+            clips[frames] = work / f"astronaut_{width}x{height}_{frames}f.mp4"
+            if not clips[frames].exists():
+                write_face_clip(clips[frames], frames=frames, width=width, height=height)
+        results = []
+        for size in args.sizes:
+            checkpoint = recipe_checkpoint(size, work)
+            for frames in args.frames:
+                config = {"size": size, "frames": frames, "width": width, "height": height,
+                          "clip": str(clips[frames]), "output": str(work / f"restored_{size}_{frames}f.mp4"),
+                          "checkpoint": str(checkpoint), "dtype": args.dtype, "batch_size": args.batch_size,
+                          "threads": args.threads, "model_faces": args.model_faces}
+                result = run_child(config)
+                results.append(result)
+                report(result)
+    summarize(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def report(r: dict) -> None:
+    stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["stage_seconds"].items())
+    verdict = "ok" if r["overhead"] <= OVERHEAD_TARGET else f"over the {OVERHEAD_TARGET:.0%} target"
+    print(f"GPEN-{r['size']} {r['width']}x{r['height']} {r['frames']} frames, {r['faces']} faces, {r['dtype']}, "
+          f"batch {r['batch_size']}, {r['threads']} threads", flush=True)
+    print(f"  {r['fps']:.3f} frames/s, {r['faces_per_second']:.3f} faces/s, wall {r['wall_seconds']:.1f} s "
+          f"(+ {r['load_seconds']:.1f} s loading and warm-up)")
+    print(f"  busy seconds per stage: {stages}")
+    print(f"  model alone {r['model_seconds_per_face']:.3f} s/face -> {r['model_seconds']:.1f} s; "
+          f"overhead {r['overhead']:+.1%} ({verdict})")
+    print(f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+
+
+def summarize(results: list[dict]) -> None:
+    """Peak RSS against clip length, per model size: it must stay flat."""
+    for size in sorted({r["size"] for r in results}):
+        runs = sorted((r for r in results if r["size"] == size), key=lambda r: r["frames"])
+        if len(runs) < 2:
+            continue
+        short, long = runs[0], runs[-1]
+        growth = long["peak_rss_mb"] - short["peak_rss_mb"]
+        print(f"GPEN-{size}: peak RSS {short['peak_rss_mb']:.0f} MB at {short['frames']} frames, "
+              f"{long['peak_rss_mb']:.0f} MB at {long['frames']} frames ({growth:+.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
