@@ -8,7 +8,7 @@ function with a faster formulation:
   over the batch, which cannot use fast shared-weight kernels. Here ``conv(x * s, W) * d`` is used instead of
   ``conv(x, W * s * d)``, with the demodulation ``d = rsqrt((s**2) @ sum_k(W**2) + 1e-8)`` computed from a
   precomputed ``[out, in]`` table. Every conv is an ordinary shared-weight conv over the whole batch.
-  At high resolution on CPU, where activations dwarf the weights, ``s`` and ``d`` are instead folded into a
+  For a single face at high resolution on CPU, where activations dwarf the weights, ``s`` and ``d`` are folded into a
   per-sample weight (one ordinary conv per sample, bias included), which saves two passes over the activations.
 * **Channels-last activations and prepared weights.** Equalized-lr scales, the sqrt(2) gain of the fused leaky
   ReLU and the layout are folded into weights once per (device, dtype), not on every call.
@@ -257,7 +257,7 @@ class _PreparedStyledConv:
             return F.leaky_relu(torch.cat([conv_half, noise_half], dim=1), LRELU_SLOPE)
         out = torch.empty((batch, 2 * self.out_ch, height, width), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
-        if height * width >= FOLD_MIN_PIXELS and x.device.type == "cpu":
+        if batch == 1 and height * width >= FOLD_MIN_PIXELS and x.device.type == "cpu":
             # Large activations, small weights: fold s and d into a per-sample weight (saves two passes over the
             # activations; the bias rides in the conv), one ordinary conv per sample.
             for i in range(batch):
