@@ -315,6 +315,7 @@ def _mistakes(tmp: Path, clip: Path, photo: Path, recipe_args: list[str]) -> dic
         "output folder missing": (["restore", clip, "-o", tmp / "nodir" / "out.mp4", *recipe_args], "does not exist"),
         "unknown model": ([*video, *recipe_args, "--model", "GPEN-BFR-999"], "--model"),
         "unknown codec": ([*video, *recipe_args, "--codec", "nonsense"], "nonsense"),
+        "model does not match the weights": ([*video, *recipe_args, "--model", "GPEN-BFR-512"], "not GPEN-BFR-512"),
         "start past the end": ([*video, *recipe_args, "--start", "100"], "past the end"),
         "save-faces is a file": ([*video, *recipe_args, "--save-faces", text_video], "--save-faces"),
     }
@@ -323,7 +324,7 @@ def _mistakes(tmp: Path, clip: Path, photo: Path, recipe_args: list[str]) -> dic
 MISTAKES = ["missing input", "text file named .mp4", "alpha out of range", "batch size 0", "cuda without a gpu",
             "fp16 on the cpu", "offline without weights", "missing checkpoint file", "text file as checkpoint",
             "output exists", "output is the input", "photo output is the input", "photo to a video name",
-            "video to a photo name", "output folder missing", "unknown model", "unknown codec",
+            "video to a photo name", "output folder missing", "unknown model", "unknown codec", "model does not match the weights",
             "start past the end", "save-faces is a file"]
 
 
@@ -440,3 +441,11 @@ def test_quiet_progress_prints_nothing(monkeypatch):
         progress.update(4, 4)
         progress.finish()
         assert buffer.getvalue() == ""
+
+
+def test_weights_without_model_use_the_variant_the_file_holds(short_clip, recipe_checkpoint_256, tmp_path):
+    out = tmp_path / "out.mp4"
+    code, _, err = run_cli("restore", short_clip, "-o", out, "--weights", recipe_checkpoint_256, "--detector",
+                           "mtcnn", "--mask", "feathered", "--dtype", "fp32")
+    assert code == 0, err
+    assert out.is_file()

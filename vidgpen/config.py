@@ -13,7 +13,8 @@ from vidgpen.errors import OptionError
 class RestoreOptions:
     """Everything a restore run can be told. Defaults are what ``vidgpen restore`` uses.
 
-    Model: ``model`` is an official variant name (GPEN-BFR-512, ...); ``weights`` a checkpoint path that
+    Model: ``model`` is an official variant name (GPEN-BFR-512, ...), or None with ``weights`` to use whatever
+    BFR variant that file holds; ``weights`` a checkpoint path that
     overrides looking the model up in ``weights_dir``; ``offline`` forbids downloading a missing checkpoint.
     Faces: ``detector`` auto|retinaface|retinaface-mobile|mtcnn, detection on a copy whose long side is at most
     ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces`` all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``.
@@ -27,7 +28,7 @@ class RestoreOptions:
     and options required; see :mod:`vidgpen.resume`); photos ignore it.
     """
 
-    model: str = "GPEN-BFR-512"
+    model: str | None = "GPEN-BFR-512"
     weights: Path | None = None
     weights_dir: Path | None = None
     offline: bool = False

@@ -115,7 +115,7 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
         else:
             from vidgpen.weights import ensure_weights
 
-            path = ensure_weights(options.model, options.weights_dir, offline=options.offline)
+            path = ensure_weights(options.model or "GPEN-BFR-512", options.weights_dir, offline=options.offline)
         checkpoint = path
         restorer = load_restorer(path, options.device, options.dtype, model=options.model,
                                  batch_size=options.batch_size, compile=options.compile)

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("input", type=Path, help="video, photo or folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder for a folder input)")
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="GPEN-BFR-512", choices=list(VARIANTS), help="GPEN variant (default %(default)s)")
+    model.add_argument("--model", choices=list(VARIANTS),
+                       help="GPEN variant (default GPEN-BFR-512; with --weights, the variant the file holds)")
     model.add_argument("--weights", type=Path, help="checkpoint file to use instead of looking in the weights folder")
     model.add_argument("--weights-dir", type=Path, help="folder holding checkpoints (default: ./weights or the cache)")
     model.add_argument("--offline", action="store_true", help="never download a missing checkpoint")
@@ -68,7 +69,8 @@ def register(subparsers) -> None:
 
 def options_from_args(args: argparse.Namespace) -> RestoreOptions:
     return RestoreOptions(
-        model=args.model, weights=args.weights, weights_dir=args.weights_dir, offline=args.offline,
+        model=args.model or (None if args.weights else "GPEN-BFR-512"), weights=args.weights,
+        weights_dir=args.weights_dir, offline=args.offline,
         device=args.device, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile,
         detector=args.detector, detect_max_side=args.detect_max_side,
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,

@@ -72,10 +72,11 @@ def retain_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+        m_trim_threshold, m_top_pad, m_mmap_max, m_arena_max = -1, -2, -4, -8
         int_max = 2 ** 31 - 1  # mallopt takes a C int: larger values would wrap and turn trimming fully on
+        # One arena: the pipeline runs the model in a worker thread, whose own arena would not keep big blocks.
         return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, int_max))
-                and bool(libc.mallopt(m_top_pad, 256 << 20)))
+                and bool(libc.mallopt(m_top_pad, 256 << 20)) and bool(libc.mallopt(m_arena_max, 1)))
     except (OSError, AttributeError):  # not glibc
         return False
 
