@@ -70,10 +70,8 @@ def write_face_clip(path: str | Path, *, frames: int = 48, width: int = 640, hei
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, fps)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
+            _encode(out, video, frame)
+        _encode(out, video, None)  # flush
         if sound is not None:
             _write_tone(out, sound, frames / fps)
     return path
@@ -92,7 +90,11 @@ def _write_tone(out, stream, seconds: float) -> None:
         frame.sample_rate = rate
         frame.pts = start
         frame.time_base = Fraction(1, rate)
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
+        _encode(out, stream, frame)
+    _encode(out, stream, None)  # flush
+
+
+def _encode(out, stream, frame) -> None:
+    """Encode one frame (None flushes the encoder) and mux whatever packets come out."""
+    for packet in stream.encode(frame):
         out.mux(packet)
