@@ -291,3 +291,26 @@ def test_writer_accepts_info_and_explicit_codec_options(tmp_path):
                 writer.write(frame)
     info = probe(tmp_path / "out.mkv")
     assert (info.codec, info.pix_fmt, writer.frames_written) == ("hevc", "yuv444p", 5)
+
+
+def test_the_same_input_always_encodes_to_the_same_bytes(tmp_path):
+    """Resume depends on it. With x264's default CPU-specific code the same frames gave different files from one
+    encode to the next, depending on what the process's heap held before (see vidgpen.video.codecs). Each encode
+    here runs after the heap was filled with fresh random bytes and freed, as a busy pipeline leaves it."""
+    import os
+
+    from vidgpen.samples import write_face_clip
+
+    src = write_face_clip(tmp_path / "in.mp4", frames=8, width=320, height=180, audio=False)
+    with open_video(src) as reader:
+        frames = list(reader)
+    digests = set()
+    for attempt in range(6):
+        dst = tmp_path / f"out{attempt}.mp4"
+        with VideoWriter(dst, probe(src)) as writer:  # the default encoder and preset, as restore uses them
+            for frame in frames:
+                scratch = [bytearray(os.urandom(4096)) for _ in range(256)]  # small blocks: reused heap memory
+                del scratch
+                writer.write(frame)
+        digests.add(hashlib.sha256(dst.read_bytes()).hexdigest())
+    assert len(digests) == 1

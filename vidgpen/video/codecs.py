@@ -41,7 +41,11 @@ class EncoderProfile:
 
 ENCODERS: dict[str, EncoderProfile] = {
     p.encoder: p for p in (
-        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "medium", X26X_PRESETS),
+        # cpu-independent: with x264's CPU-specific assembly (AVX-512 here) the same frames gave different files
+        # depending on what the heap held before the encode (mbtree with B-frames; asm=0 or this option fix it;
+        # ~8% slower encoding). Resumed runs must reproduce an uninterrupted run's bytes.
+        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "medium", X26X_PRESETS,
+                       {"x264-params": "cpu-independent=1"}),
         EncoderProfile("libx265", "hevc", "crf", 20, (0, 51), "preset", "medium", X26X_PRESETS,
                        {"x265-params": "log-level=error"}),
         EncoderProfile("libsvtav1", "av1", "crf", 25, (1, 63), "preset", "8",
