@@ -9,7 +9,7 @@ official checkpoint), MTCNN and the feathered mask, and reports:
 - the model alone: ``restorer.restore`` timed on aligned crops of the same size in batches of the same size,
   per face, times the run's face count (measured on ``--model-faces`` faces and scaled, so long clips stay cheap);
 - overhead = (wall - model time) / model time, the pipeline's cost beyond the model (target: <= 15 %);
-- peak RSS of the process (ru_maxrss), which must not grow with the clip length.
+- peak RSS of the process (VmHWM), which must not grow with the clip length.
 
     python3 bench/bench_pipeline.py                                   # 720p, 256 and 512, 48 and 480 frames
     python3 bench/bench_pipeline.py --sizes 256 --frames 48 240 --json results.json
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from peak_rss import peak_rss_mb  # bench/ is on sys.path when this script runs
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 RESULT_PREFIX = "RESULT "
@@ -48,10 +49,6 @@ def recipe_checkpoint(size: int, folder: Path) -> Path:
         manifest = json.loads((DATA / f"manifest-GPEN-BFR-{size}.json").read_text())
         torch.save(recipe_state_dict(manifest), path)
     return path
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,13 +21,15 @@ from vidgpen.video.synthetic import SyntheticClip, write_synthetic_clip
 
 # Runs in a fresh interpreter so its peak RSS is the identity pass alone.
 _RSS_CHILD = """
-import json, resource, sys, time
+import json, sys, time
+sys.path.insert(0, sys.argv[4])
+from peak_rss import peak_rss_mb
 from vidgpen.video import transcode
 started = time.perf_counter()
 result = transcode(sys.argv[1], sys.argv[2], preset=sys.argv[3], overwrite=True)
 seconds = time.perf_counter() - started
 print(json.dumps({"frames": result.frames_written, "seconds": seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -56,7 +58,8 @@ def encode_fps(path: Path, out: Path, preset: str) -> tuple[float, int]:
 
 
 def identity_pass_in_child(src: Path, dst: Path, preset: str) -> dict:
-    output = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(src), str(dst), preset],
+    output = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(src), str(dst), preset,
+                             str(Path(__file__).resolve().parent)],
                             check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
