@@ -67,7 +67,7 @@ def measure(config: dict) -> dict:
         torch.set_num_threads(config["threads"])
     options = RestoreOptions(model=f"GPEN-BFR-{config['size']}", weights=Path(config["checkpoint"]),
                              detector="mtcnn", mask="feathered", dtype=config["dtype"],
-                             batch_size=config["batch_size"], overwrite=True)
+                             batch_size=config["batch_size"], detect_every=config["detect_every"], overwrite=True)
     loaded = time.perf_counter()
     engine = build_engine(options)
     # The model alone runs on a real aligned crop of the clip, in full batches of the run's size.
@@ -93,7 +93,8 @@ def measure(config: dict) -> dict:
     return {
         "size": config["size"], "frames": summary.frames, "faces": summary.faces,
         "width": config["width"], "height": config["height"], "dtype": str(engine.restorer.dtype),
-        "batch_size": batch_size, "threads": torch.get_num_threads(), "load_seconds": load_seconds,
+        "batch_size": batch_size, "detect_every": config["detect_every"], "threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
         "wall_seconds": summary.seconds, "fps": summary.frames / summary.seconds,
         "faces_per_second": summary.faces / summary.seconds, "stage_seconds": summary.stage_seconds,
         "model_seconds_per_face": model_seconds_per_face, "model_seconds": model_seconds,
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720, help="frame height; width is 16:9 (default 1280x720)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, help="faces per forward pass (default: the restorer's)")
+    parser.add_argument("--detect-every", type=int, default=1, help="full detection on every n-th frame")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--model-faces", type=int, default=16, help="faces the model-only timing runs on")
     parser.add_argument("--workdir", type=Path, help="keep clips, checkpoints and outputs here (default: temp)")
@@ -151,7 +153,8 @@ def main() -> None:
                 config = {"size": size, "frames": frames, "width": width, "height": height,
                           "clip": str(clips[frames]), "output": str(work / f"restored_{size}_{frames}f.mp4"),
                           "checkpoint": str(checkpoint), "dtype": args.dtype, "batch_size": args.batch_size,
-                          "threads": args.threads, "model_faces": args.model_faces}
+                          "threads": args.threads, "model_faces": args.model_faces,
+                          "detect_every": args.detect_every}
                 result = run_child(config)
                 results.append(result)
                 report(result)
@@ -164,7 +167,7 @@ def report(r: dict) -> None:
     stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["stage_seconds"].items())
     verdict = "ok" if r["overhead"] <= OVERHEAD_TARGET else f"over the {OVERHEAD_TARGET:.0%} target"
     print(f"GPEN-{r['size']} {r['width']}x{r['height']} {r['frames']} frames, {r['faces']} faces, {r['dtype']}, "
-          f"batch {r['batch_size']}, {r['threads']} threads", flush=True)
+          f"batch {r['batch_size']}, detect every {r['detect_every']}, {r['threads']} threads", flush=True)
     print(f"  {r['fps']:.3f} frames/s, {r['faces_per_second']:.3f} faces/s, wall {r['wall_seconds']:.1f} s "
           f"(+ {r['load_seconds']:.1f} s loading and warm-up)")
     print(f"  busy seconds per stage: {stages}")

@@ -237,6 +237,37 @@ def test_photo_in_restored_photo_out(photo, photo_run, data_dir):
         np.testing.assert_array_equal(restored[rows, cols], source[rows, cols])  # lossless PNG, far from the face
 
 
+def test_ffhq_template_crops_tighter_and_pastes_back_in_place(photo, photo_run, recipe_args, tmp_path, data_dir):
+    """--template ffhq: the saved crop shows the face larger (FFHQ's eyes are further apart than GPEN's), and the
+    restoration is pasted back over the same face, leaving the corners of the photo untouched."""
+    from vidgpen.faces.align import reference_points
+
+    _, gpen_restored = photo_run
+    crops = {}
+    for template in ("gpen", "ffhq"):
+        out = tmp_path / f"{template}.png"
+        faces = tmp_path / f"faces-{template}"
+        code, _, stderr = run_cli("restore", photo, "-o", out, "--template", template, "--save-faces", faces,
+                                  "--quiet", "--overwrite", *recipe_args)
+        assert code == 0, stderr
+        (crop_path,) = faces.iterdir()
+        crops[template] = read_rgb(crop_path)
+        restored = read_rgb(out)
+        if template == "gpen":
+            np.testing.assert_array_equal(restored, read_rgb(gpen_restored))
+        else:
+            ffhq_restored = restored
+    eye_gap = {t: np.linalg.norm(np.subtract(*reference_points(256, t)[:2])) for t in ("gpen", "ffhq")}
+    assert eye_gap["ffhq"] > 1.15 * eye_gap["gpen"]  # the same face fills more of an FFHQ crop
+    assert not np.array_equal(crops["gpen"], crops["ffhq"])
+    source = read_rgb(photo)
+    changed = np.abs(ffhq_restored.astype(np.int16) - source).max(axis=2) > 0
+    rows, cols = np.nonzero(changed)
+    landmarks = np.array(json.loads((data_dir / "alignment_reference.json").read_text())["landmarks_xy"])
+    face_x, face_y = landmarks.mean(axis=0)
+    assert abs(cols.mean() - face_x) < 30 and abs(rows.mean() - face_y) < 40  # pasted over the face itself
+    np.testing.assert_array_equal(ffhq_restored[:64, :64], source[:64, :64])
+
 def test_photo_compare_is_the_input_beside_the_restoration(photo, photo_run, recipe_args, tmp_path):
     _, restored = photo_run
     out = tmp_path / "compare.png"
@@ -318,6 +349,7 @@ def _mistakes(tmp: Path, clip: Path, photo: Path, recipe_args: list[str]) -> dic
         "model does not match the weights": ([*video, *recipe_args, "--model", "GPEN-BFR-512"], "not GPEN-BFR-512"),
         "start past the end": ([*video, *recipe_args, "--start", "100"], "past the end"),
         "save-faces is a file": ([*video, *recipe_args, "--save-faces", text_video], "--save-faces"),
+        "unknown template": ([*video, *recipe_args, "--template", "arcface"], "--template"),
     }
 
 
@@ -325,7 +357,7 @@ MISTAKES = ["missing input", "text file named .mp4", "alpha out of range", "batc
             "fp16 on the cpu", "offline without weights", "missing checkpoint file", "text file as checkpoint",
             "output exists", "output is the input", "photo output is the input", "photo to a video name",
             "video to a photo name", "output folder missing", "unknown model", "unknown codec", "model does not match the weights",
-            "start past the end", "save-faces is a file"]
+            "start past the end", "save-faces is a file", "unknown template"]
 
 
 @pytest.mark.parametrize("mistake", MISTAKES)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vidgpen.errors import OptionError
+from vidgpen.faces.align import TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,9 @@ class RestoreOptions:
     BFR variant that file holds; ``weights`` a checkpoint path that
     overrides looking the model up in ``weights_dir``; ``offline`` forbids downloading a missing checkpoint.
     Faces: ``detector`` auto|retinaface|retinaface-mobile|mtcnn, detection on a copy whose long side is at most
-    ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces`` all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``.
+    ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces`` all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``;
+    ``template`` gpen (GPEN's own crop, what its checkpoints were trained on) | ffhq (the tighter crop of
+    GFPGAN/CodeFormer).
     Time: ``smoothing`` window|one-euro|none with ``lookahead`` frames each side; ``temporal_strength`` 0..1.
     Paste: ``mask`` auto|parsenet|bisenet|feathered; ``alpha`` 0..1 restoration strength; ``paste_mode``
     replace (official) | residual (keeps what the restorer did not change).
@@ -42,6 +45,7 @@ class RestoreOptions:
     faces: str = "all"
     min_face: float = 8.0
     max_faces: int | None = None
+    template: str = "gpen"
     smoothing: str = "window"
     lookahead: int = 4
     temporal_strength: float = 0.6
@@ -70,6 +74,8 @@ class RestoreOptions:
             raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.detect_max_side < 64:
             raise OptionError(f"--detect-max-side must be at least 64 pixels, got {self.detect_max_side}")
+        if self.template not in TEMPLATES:
+            raise OptionError(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.paste_mode not in ("replace", "residual"):
             raise OptionError(f"--paste-mode must be replace or residual, got {self.paste_mode!r}")
         if self.detect_every < 1:

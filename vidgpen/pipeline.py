@@ -253,10 +253,11 @@ class _Stages:
 # Per-face work shared by videos and photos (no threads)
 # ---------------------------------------------------------------------------------------------------------------
 
-def crop_face(image: np.ndarray, track_id: int, landmarks: np.ndarray, size: int, box: np.ndarray) -> _FaceWork:
-    """Align one face: landmarks (5, 2) -> crop matrix and ``[S, S, 3]`` crop; ``box`` drives the small-face rule
-    (a smoothed box in videos, so the rule does not switch on and off from frame to frame)."""
-    fit = fit_crop(landmarks, size)
+def crop_face(image: np.ndarray, track_id: int, landmarks: np.ndarray, size: int, box: np.ndarray,
+              template: str = "gpen") -> _FaceWork:
+    """Align one face: landmarks (5, 2) -> crop matrix and ``[S, S, 3]`` crop onto ``template``; ``box`` drives the
+    small-face rule (a smoothed box in videos, so the rule does not switch on and off from frame to frame)."""
+    fit = fit_crop(landmarks, size, template)
     return _FaceWork(track_id=track_id, crop_matrix=fit.matrix, box=np.asarray(box, dtype=np.float32),
                      input_crop=warp_crop(image, fit.matrix, size))
 
@@ -436,7 +437,8 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
         else:
             frame, tracked = item
             t0 = time.perf_counter()
-            faces = [crop_face(frame.image, f.track_id, f.smoothed_landmarks, size, box=f.smoothed_box)
+            faces = [crop_face(frame.image, f.track_id, f.smoothed_landmarks, size, box=f.smoothed_box,
+                               template=options.template)
                      for f in tracked.faces]
             stages.busy("restore", time.perf_counter() - t0)
             pending.append(_FrameWork(frame, tracked, faces))
@@ -505,7 +507,7 @@ def restore_photo(image: np.ndarray, engine: FaceEngine) -> tuple[np.ndarray, li
     options = engine.options
     detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
                               max_faces=options.max_faces, frame_size=image.shape[:2])
-    faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box)
+    faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box, template=options.template)
              for i, d in enumerate(detections)]
     if not faces:
         return image, faces

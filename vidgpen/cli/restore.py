@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     faces.add_argument("--faces", default="all", choices=["all", "largest", "center"])
     faces.add_argument("--min-face", type=float, default=8.0, help="skip faces with fewer pixels between the eyes")
     faces.add_argument("--max-faces", type=int, help="restore at most this many faces per frame")
+    faces.add_argument("--template", default="gpen", choices=["gpen", "ffhq"],
+                       help="crop template: GPEN's own (what its checkpoints expect) or FFHQ's tighter one")
     faces.add_argument("--smoothing", default="window", choices=["window", "one-euro", "none"],
                        help="landmark smoothing: zero-phase window (default), zero-latency One Euro, or none")
     faces.add_argument("--lookahead", type=int, default=4, help="frames each side of the smoothing window")
@@ -74,7 +76,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         device=args.device, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile,
         detector=args.detector, detect_max_side=args.detect_max_side,
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,
-        max_faces=args.max_faces, smoothing=args.smoothing, lookahead=args.lookahead,
+        max_faces=args.max_faces, template=args.template, smoothing=args.smoothing, lookahead=args.lookahead,
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
         start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
