@@ -149,7 +149,10 @@ def default_batch_size(device: torch.device, size: int) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         per_face = {256: 0.15, 512: 0.6, 1024: 2.4, 2048: 9.6}.get(size, 2.4) * 2 ** 30  # rough activation bytes
         return int(max(1, min(16, free * 0.5 // per_face)))
-    return 4 if size <= 256 else 1  # measured: at 512 and up on CPU one face per pass is as fast per face
+    # Measured on 2 AVX-512 cores: 4 faces per pass cut GPEN-512 from 1.90 to 1.84 s/face in fp32 and from 0.91 to
+    # 0.82 s/face in bf16 (a 720p run: 61 -> 56 s, peak RSS 2.3 -> 3.4 GB). From 1024 up (4x the activations) one
+    # face per pass keeps memory in bounds.
+    return 4 if size <= 512 else 1
 
 
 def _compiled(model: FullGenerator):
