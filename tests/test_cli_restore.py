@@ -243,7 +243,7 @@ def test_ffhq_template_crops_tighter_and_pastes_back_in_place(photo, photo_run, 
     from vidgpen.faces.align import reference_points
 
     _, gpen_restored = photo_run
-    crops = {}
+    crops, restored = {}, {}
     for template in ("gpen", "ffhq"):
         out = tmp_path / f"{template}.png"
         faces = tmp_path / f"faces-{template}"
@@ -251,12 +251,9 @@ def test_ffhq_template_crops_tighter_and_pastes_back_in_place(photo, photo_run, 
                                   "--quiet", "--overwrite", *recipe_args)
         assert code == 0, stderr
         (crop_path,) = faces.iterdir()
-        crops[template] = read_rgb(crop_path)
-        restored = read_rgb(out)
-        if template == "gpen":
-            np.testing.assert_array_equal(restored, read_rgb(gpen_restored))
-        else:
-            ffhq_restored = restored
+        crops[template], restored[template] = read_rgb(crop_path), read_rgb(out)
+    np.testing.assert_array_equal(restored["gpen"], read_rgb(gpen_restored))  # gpen is the default
+    ffhq_restored = restored["ffhq"]
     eye_gap = {t: np.linalg.norm(np.subtract(*reference_points(256, t)[:2])) for t in ("gpen", "ffhq")}
     assert eye_gap["ffhq"] > 1.15 * eye_gap["gpen"]  # the same face fills more of an FFHQ crop
     assert not np.array_equal(crops["gpen"], crops["ffhq"])
@@ -267,6 +264,7 @@ def test_ffhq_template_crops_tighter_and_pastes_back_in_place(photo, photo_run, 
     face_x, face_y = landmarks.mean(axis=0)
     assert abs(cols.mean() - face_x) < 30 and abs(rows.mean() - face_y) < 40  # pasted over the face itself
     np.testing.assert_array_equal(ffhq_restored[:64, :64], source[:64, :64])
+
 
 def test_photo_compare_is_the_input_beside_the_restoration(photo, photo_run, recipe_args, tmp_path):
     _, restored = photo_run

@@ -18,8 +18,8 @@ class RestoreOptions:
     BFR variant that file holds; ``weights`` a checkpoint path that
     overrides looking the model up in ``weights_dir``; ``offline`` forbids downloading a missing checkpoint.
     Faces: ``detector`` auto|retinaface|retinaface-mobile|mtcnn, detection on a copy whose long side is at most
-    ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces`` all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``;
-    ``template`` gpen (GPEN's own crop, what its checkpoints were trained on) | ffhq (the tighter crop of
+    ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces``
+    all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``; ``template`` gpen (GPEN's own crop, what its checkpoints were trained on) | ffhq (the tighter crop of
     GFPGAN/CodeFormer).
     Time: ``smoothing`` window|one-euro|none with ``lookahead`` frames each side; ``temporal_strength`` 0..1.
     Paste: ``mask`` auto|parsenet|bisenet|feathered; ``alpha`` 0..1 restoration strength; ``paste_mode``

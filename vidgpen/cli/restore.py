@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
+from vidgpen.faces.align import TEMPLATES
 from vidgpen.models.variants import VARIANTS
 
 
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     faces.add_argument("--faces", default="all", choices=["all", "largest", "center"])
     faces.add_argument("--min-face", type=float, default=8.0, help="skip faces with fewer pixels between the eyes")
     faces.add_argument("--max-faces", type=int, help="restore at most this many faces per frame")
-    faces.add_argument("--template", default="gpen", choices=["gpen", "ffhq"],
+    faces.add_argument("--template", default="gpen", choices=list(TEMPLATES),
                        help="crop template: GPEN's own (what its checkpoints expect) or FFHQ's tighter one")
     faces.add_argument("--smoothing", default="window", choices=["window", "one-euro", "none"],
                        help="landmark smoothing: zero-phase window (default), zero-latency One Euro, or none")
