@@ -21,6 +21,7 @@ from vidgpen.video.color import SWS_FLAGS
 from vidgpen.video.frame import VideoFrame, round_to_8bit
 from vidgpen.video.probe import VideoInfo, main_video_stream, open_input_container, probe
 from vidgpen.video.timecode import format_time, parse_time
+from vidgpen.video.timestamps import DisplayTimes
 
 # Frames whose time is within this of --start/--end count as on the boundary (float parsing noise).
 TIME_EPSILON = 1e-6
@@ -147,12 +148,7 @@ class VideoReader:
         gaps = _GapDetector(typical_step, time_base)
         reached_end_of_range = False
         self._seek_to_start()
-        for av_frame in self._decoded_frames():
-            pts = av_frame.pts
-            if pts is None:  # broken timing: continue the cadence
-                pts = 0 if last_pts is None else last_pts + typical_step
-            elif last_pts is not None and pts <= last_pts:
-                pts = last_pts + 1  # the encoder needs strictly increasing timestamps
+        for av_frame, pts in self._timed_frames(typical_step):
             seconds = float(pts * time_base)
             if last_pts is not None and gaps.is_gap(pts - last_pts):
                 self._note_damage(float((last_pts + typical_step) * time_base), "missing frames")
@@ -201,6 +197,14 @@ class VideoReader:
             self._container.seek(int(start / self._stream.time_base), stream=self._stream, backward=True)
         except av.error.FFmpegError:
             self._container.seek(0)  # unseekable: decode from the beginning and drop early frames
+
+    def _timed_frames(self, typical_step: int) -> Iterator[tuple[av.VideoFrame, int]]:
+        """Decoded frames with their display time in stream ticks, strictly increasing (see
+        :mod:`vidgpen.video.timestamps`: mislabelled frames get the times FFmpeg's best-effort timestamps give)."""
+        times = DisplayTimes(typical_step)
+        for av_frame in self._decoded_frames():
+            yield from times.push(av_frame, av_frame.pts, av_frame.dts)
+        yield from times.flush()
 
     def _decoded_frames(self) -> Iterator[av.VideoFrame]:
         """Every frame the decoder can produce, in presentation order, surviving damaged packets."""

@@ -170,3 +170,73 @@ def write_synthetic_clip(path: str | Path, clip: SyntheticClip = SyntheticClip()
                 packet.time_base = Fraction(1, 1000)
                 out.mux(packet)
     return path
+
+
+def write_packed_bframe_avi(path: str | Path, images: list[np.ndarray], fps: int = 25,
+                            audio: bool = True) -> Path:
+    """Write ``images`` (``[H, W, 3]`` uint8 RGB each) as MPEG-4 part 2 in AVI with DivX-style packed B-frames.
+
+    This is how DivX 5 and XviD stored B-frames: each B-frame rides in the same AVI chunk as the P-frame
+    before it, and a 6-byte not-coded VOP fills the B-frame's own slot. FFmpeg decodes such a file with
+    frames in display order but labelled out of order (1, 3, 2, 5, 4, ...), the case the reader must time
+    right. The VOL header carries DivX's "p" (packed) build string so FFmpeg unpacks the chunks. ``audio``
+    adds a PCM track as long as the video.
+    """
+    path = Path(path)
+    height, width = images[0].shape[:2]
+    encoder = av.CodecContext.create("mpeg4", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base, encoder.framerate = Fraction(1, fps), Fraction(fps)
+    encoder.max_b_frames = 1
+    encoder.options = {"bf": "1", "g": "12", "qscale": "3"}
+    encoded: list[tuple[bytes, int]] = []
+    for index, image in enumerate([*images, None]):
+        frame = None
+        if image is not None:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+        encoded += [(bytes(packet), packet.pts) for packet in encoder.encode(frame)]
+    # DivX's user data "DivX503b1393p" marks a packed bitstream; it replaces the encoder's own user data.
+    first = encoded[0][0]
+    start = first.index(b"\x00\x00\x01\xb2") + 4
+    end = first.index(b"\x00\x00\x01", start)
+    encoded[0] = (first[:start] + b"DivX503b1393p" + first[end:], encoded[0][1])
+    chunks, position = [], 0
+    while position < len(encoded):
+        data, pts = encoded[position]
+        following = encoded[position + 1] if position + 1 < len(encoded) else None
+        if following is not None and following[1] < pts:  # a B-frame after its P-frame: pack them
+            chunks += [data + following[0], _not_coded_vop(fps)]
+            position += 2
+        else:
+            chunks.append(data)
+            position += 1
+    with av.open(str(path), "w", format="avi") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = Fraction(1, fps)
+        sound = out.add_stream("pcm_s16le", rate=48000) if audio else None
+        if sound is not None:
+            sound.layout = "stereo"
+        out.start_encoding()
+        for index, data in enumerate(chunks):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts, packet.time_base = video, index, index, Fraction(1, fps)
+            packet.is_keyframe = index == 0
+            out.mux(packet)
+        if sound is not None:
+            for frame in _audio_frames(sound, len(images) / fps, 48000, 0):
+                for packet in sound.encode(frame):
+                    out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+    return path
+
+
+def _not_coded_vop(fps: int) -> bytes:
+    """An MPEG-4 VOP header with vop_coded = 0 (a "drop" placeholder), for a time resolution of ``fps``."""
+    increment_bits = max(1, (fps - 1).bit_length())
+    # vop_coding_type P, modulo_time_base 0, marker, vop_time_increment 0, marker, vop_coded 0
+    bits = "01" + "0" + "1" + "0" * increment_bits + "1" + "0"
+    bits += "0" + "1" * ((8 - (len(bits) + 1) % 8) % 8)  # stuffing to the byte boundary
+    return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
