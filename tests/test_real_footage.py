@@ -11,11 +11,16 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from vidgpen import api, cli, pipeline
-from vidgpen.samples import astronaut_rgb, face_clip_frame
+from vidgpen.faces.align import transform_points
+from vidgpen.faces.report import load_report
+from vidgpen.samples import astronaut_rgb, face_clip_frame, face_clip_matrix
+from vidgpen.video.display import DisplayGeometry
+from vidgpen.video.probe import probe
 from vidgpen.video.synthetic import write_packed_bframe_avi
 from vidgpen.video.timestamps import DisplayTimes
 
@@ -117,3 +122,154 @@ def test_packed_bframe_avi_restores_with_display_times(packed_avi, recipe_args, 
     assert frame_times(out) == pytest.approx([t / FPS for t in display], abs=1e-3)
     # audio copied packet for packet with its own times: the offset between sound and picture is unchanged
     assert packets(out, "audio") == packets(packed_avi, "audio")
+
+
+# ----------------------------------------------------------------------------------------- rotation and pixel aspect
+
+
+def test_display_geometry_matches_its_view_and_inverts():
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (7, 7), 3)  # smooth: filters agree
+    for rotation in (0, 90, 180, 270, -90):
+        for sar in (None, Fraction(64, 45), Fraction(8, 9)):
+            geometry = DisplayGeometry(40, 30, rotation, sar)
+            view = geometry.view(image)
+            width, height = geometry.display_size
+            assert view.shape == (height, width, 3) and view.flags.c_contiguous
+            warped = cv2.warpAffine(image, geometry.matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            # the matrix describes the view exactly: equal for turns; a resize filters, but samples the same place
+            assert np.abs(warped.astype(int) - view).max() <= (0 if sar is None else 2)
+            np.testing.assert_allclose(geometry.inverse @ geometry.matrix, np.eye(3), atol=1e-12)
+    assert DisplayGeometry(720, 576, -90, Fraction(64, 45)).display_size == (576, 1024)
+    assert DisplayGeometry(720, 576, 0, Fraction(1, 1)).is_identity
+
+
+def test_crop_from_stored_cuts_the_crop_the_displayed_picture_gives():
+    rng = np.random.default_rng(2)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (5, 5), 2)
+    display_crop = np.array([[0.9, -0.2, 4.0], [0.2, 0.9, -3.0]])  # a similarity in displayed pixels
+    for rotation, sar in ((90, None), (270, None), (180, None), (0, Fraction(16, 15)), (-90, Fraction(64, 45))):
+        geometry = DisplayGeometry(64, 48, rotation, sar)
+        from_stored = geometry.crop_from_stored(display_crop)
+        direct = cv2.warpAffine(image, from_stored, (32, 32), flags=cv2.INTER_LINEAR)
+        via_view = cv2.warpAffine(geometry.view(image), display_crop, (32, 32), flags=cv2.INTER_LINEAR)
+        inner = (slice(4, -4), slice(4, -4))
+        # one warp instead of two: equal for turns; with a resize in between, the two samplings differ a little
+        assert np.abs(direct[inner].astype(int) - via_view[inner]).mean() <= (0.01 if sar is None else 3.0)
+
+
+def write_stored_clip(path: Path, display_frames: list[np.ndarray], geometry: DisplayGeometry) -> Path:
+    """Encode the stored form of ``display_frames`` (H.264 + AAC): turned back by the rotation and squeezed by the
+    SAR, with the rotation tag and the SAR on the stream, as a phone or a DV camcorder writes them."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = geometry.width, geometry.height, "yuv420p"
+        video.options = {"crf": "12", "preset": "veryfast"}
+        if geometry.sample_aspect_ratio is not None:
+            video.codec_context.sample_aspect_ratio = geometry.sample_aspect_ratio
+        if geometry.rotation:
+            video.set_display_rotation(geometry.rotation)
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "stereo"
+        for index, shown in enumerate(display_frames):
+            stored = np.ascontiguousarray(np.rot90(shown, -(geometry.rotation // 90)))
+            if geometry.scaled_width != geometry.width:
+                stored = cv2.resize(stored, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA)
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        samples = np.zeros((2, 1024), dtype=np.float32)
+        for start in range(0, 48000 * len(display_frames) // FPS, 1024):
+            tone = (samples + 0.1 * np.sin(start / 300.0)).astype(np.float32)
+            chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="stereo")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, start, Fraction(1, 48000)
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+        for packet in sound.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def portrait_landmarks(recipe_engine) -> np.ndarray:
+    """The detector's 5 landmarks on the clean, upright portrait: the truth, once moved into each frame."""
+    (face,) = recipe_engine.detector.detect(astronaut_rgb())
+    return face.landmarks.astype(np.float64)
+
+
+def displayed_clip(width: int, height: int, frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The astronaut clip as a player shows it, and the ``[2, 3]`` portrait -> displayed-frame map of each frame."""
+    rng = np.random.default_rng(3)
+    portrait = astronaut_rgb()
+    images = [face_clip_frame(i, width, height, FPS, 3.0, rng, portrait) for i in range(frames)]
+    return images, [face_clip_matrix(i, width, height, FPS) for i in range(frames)]
+
+
+def check_faces_in_displayed_picture(source: Path, output: Path, report: Path, geometry: DisplayGeometry,
+                                     truth: list[np.ndarray]) -> None:
+    """The report's faces (displayed coordinates) against the truth, and the restored pixels where the face is."""
+    report_data = load_report(report)
+    assert report_data["meta"]["rotation"] == geometry.rotation
+    assert report_data["meta"]["display_size"] == list(geometry.display_size)
+    frames = report_data["frames"]
+    assert len(frames) == len(truth)
+    found = 0
+    for record, points in zip(frames, truth):
+        assert len(record["faces"]) <= 1, f"false faces in frame {record['frame']}"
+        eye_distance = np.linalg.norm(points[1] - points[0])
+        for face in record["faces"]:
+            # every face pasted is the true one (smoothed), and detections are within 10% of the eye distance
+            assert np.linalg.norm(np.array(face["smoothed_landmarks"]) - points, axis=1).max() < 0.1 * eye_distance
+            if face["raw_landmarks"] is not None:
+                error = np.linalg.norm(np.array(face["raw_landmarks"]) - points, axis=1).max()
+                assert error <= 0.1 * eye_distance, (record["frame"], error, eye_distance)
+                found += 1
+    assert found >= 0.9 * len(truth)
+
+    # the output differs from the input where the face is, and nowhere else
+    with av.open(str(source)) as a, av.open(str(output)) as b:
+        before = [f.to_ndarray(format="rgb24") for f in a.decode(video=0)]
+        after = [f.to_ndarray(format="rgb24") for f in b.decode(video=0)]
+    assert len(after) == len(before) and after[0].shape == before[0].shape  # stored orientation and size kept
+    for old, new, points in zip(before, after, truth):
+        changed = geometry.view(np.abs(new.astype(np.int16) - old).max(axis=2).astype(np.uint8)) > 40
+        ys, xs = np.nonzero(changed)
+        assert len(xs) > 0.5 * np.linalg.norm(points[1] - points[0]) ** 2
+        centre, reach = points.mean(axis=0), 2.5 * np.linalg.norm(points[1] - points[0])
+        inside = np.hypot(xs - centre[0], ys - centre[1]) < reach
+        assert inside.mean() > 0.99
+        assert np.hypot(xs.mean() - centre[0], ys.mean() - centre[1]) < 0.5 * np.linalg.norm(points[1] - points[0])
+
+
+@pytest.mark.parametrize("rotation", [-90, 90])
+def test_phone_clip_stored_sideways(rotation, recipe_args, portrait_landmarks, tmp_path):
+    geometry = DisplayGeometry(320, 240, rotation)            # stored landscape, shown as a 240x320 portrait
+    shown, maps = displayed_clip(*geometry.display_size, frames=10)
+    source = write_stored_clip(tmp_path / "phone.mp4", shown, geometry)
+    assert probe(source).rotation == rotation
+    out, report = tmp_path / "restored.mp4", tmp_path / "faces.json"
+    code, _, err = run_cli("restore", source, "-o", out, "--report", report, "--crf", "12", *recipe_args)
+    assert code == 0, err
+    written = probe(out)
+    assert (written.width, written.height, written.rotation) == (320, 240, rotation)  # stored form and tag kept
+    assert packets(out, "audio") == packets(source, "audio")
+    truth = [transform_points(matrix, portrait_landmarks) for matrix in maps]
+    check_faces_in_displayed_picture(source, out, report, geometry, truth)
+
+
+def test_anamorphic_capture(recipe_args, portrait_landmarks, tmp_path):
+    geometry = DisplayGeometry(720, 576, 0, Fraction(64, 45))  # PAL 16:9: shown 1024 wide
+    shown, maps = displayed_clip(*geometry.display_size, frames=10)
+    source = write_stored_clip(tmp_path / "dv.mkv", shown, geometry)
+    assert probe(source).sample_aspect_ratio == Fraction(64, 45)
+    out, report = tmp_path / "restored.mkv", tmp_path / "faces.json"
+    code, _, err = run_cli("restore", source, "-o", out, "--report", report, "--crf", "12", *recipe_args)
+    assert code == 0, err
+    written = probe(out)
+    assert (written.width, written.height, written.sample_aspect_ratio) == (720, 576, Fraction(64, 45))
+    truth = [transform_points(matrix, portrait_landmarks) for matrix in maps]
+    check_faces_in_displayed_picture(source, out, report, geometry, truth)

@@ -37,6 +37,7 @@ from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
 from vidgpen.resume import RestoredFaceStore, add_note, run_journal
+from vidgpen.video.display import DisplayGeometry
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
@@ -136,7 +137,8 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
 @dataclass
 class _FaceWork:
     track_id: int
-    crop_matrix: np.ndarray            # (2, 3) frame -> crop
+    crop_matrix: np.ndarray            # (2, 3) stored frame pixels -> crop (what the warp and the paste use)
+    display_crop_matrix: np.ndarray    # (2, 3) displayed picture pixels -> crop (the similarity; the report's)
     box: np.ndarray                    # (4,) steady box for the small-face rule
     input_crop: np.ndarray             # (S, S, 3) uint8 RGB aligned input
     shown: np.ndarray | None = None    # (S, S, 3) uint8 RGB restored and temporally blended
@@ -254,12 +256,17 @@ class _Stages:
 # ---------------------------------------------------------------------------------------------------------------
 
 def crop_face(image: np.ndarray, track_id: int, landmarks: np.ndarray, size: int, box: np.ndarray,
-              template: str = "gpen") -> _FaceWork:
+              template: str = "gpen", geometry: DisplayGeometry | None = None) -> _FaceWork:
     """Align one face: landmarks (5, 2) -> crop matrix and ``[S, S, 3]`` crop onto ``template``; ``box`` drives the
-    small-face rule (a smoothed box in videos, so the rule does not switch on and off from frame to frame)."""
+    small-face rule (a smoothed box in videos, so the rule does not switch on and off from frame to frame).
+
+    ``image`` is a stored frame; ``landmarks`` and ``box`` are in its displayed picture (``geometry``; None: the
+    same). The similarity is fitted there, where the face is upright and undistorted, and composed with the
+    stored-to-displayed map, so the crop is cut from the stored pixels in one warp and pasted back exactly."""
     fit = fit_crop(landmarks, size, template)
-    return _FaceWork(track_id=track_id, crop_matrix=fit.matrix, box=np.asarray(box, dtype=np.float32),
-                     input_crop=warp_crop(image, fit.matrix, size))
+    matrix = fit.matrix if geometry is None else geometry.crop_from_stored(fit.matrix)
+    return _FaceWork(track_id=track_id, crop_matrix=matrix, display_crop_matrix=fit.matrix,
+                     box=np.asarray(box, dtype=np.float32), input_crop=warp_crop(image, matrix, size))
 
 
 def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOptions) -> np.ndarray:
@@ -300,7 +307,8 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
         if options.compare:
             width, height = reader.info.width, reader.info.height
             writer_size = (2 * width, height)
-        report = _open_report(options, engine, src)
+        geometry = DisplayGeometry.of(reader.info)
+        report = _open_report(options, engine, src, geometry)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -315,8 +323,8 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
-                stages.start("analyse", lambda: _analyse(stages, engine, decoded, analysed))
-                stages.start("restore", lambda: _restore(stages, engine, analysed, restored, store))
+                stages.start("analyse", lambda: _analyse(stages, engine, geometry, decoded, analysed))
+                stages.start("restore", lambda: _restore(stages, engine, geometry, analysed, restored, store))
                 stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
@@ -360,13 +368,25 @@ def _expected_frames(reader) -> int | None:
     return max(1, round((end - begin) * float(info.average_fps)))
 
 
-def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
+def _open_report(options: RestoreOptions, engine: FaceEngine, src,
+                 geometry: DisplayGeometry) -> ReportWriter | None:
     if options.report is None:
         return None
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
-            "smoothing": options.smoothing, "lookahead": options.lookahead}
+            "smoothing": options.smoothing, "lookahead": options.lookahead,
+            **display_meta(geometry)}
     return ReportWriter(options.report, meta=meta)
+
+
+def display_meta(geometry: DisplayGeometry) -> dict:
+    """What the report says about its coordinates: the displayed picture, and how stored pixels map to it."""
+    sar = geometry.sample_aspect_ratio
+    return {"coordinates": "displayed picture (after the display rotation and non-square pixels)",
+            "display_size": list(geometry.display_size), "stored_size": [geometry.width, geometry.height],
+            "rotation": geometry.rotation,
+            "sample_aspect_ratio": f"{sar.numerator}/{sar.denominator}" if sar is not None else "1/1",
+            "display_from_stored": np.round(geometry.matrix[:2], 10).tolist()}
 
 
 def _decode(stages: _Stages, reader, out_q: queue.Queue) -> None:
@@ -381,8 +401,11 @@ def _decode(stages: _Stages, reader, out_q: queue.Queue) -> None:
     stages.put(out_q, _END)
 
 
-def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
-    """Scene cuts, detection, selection and tracking; frames wait here until their look-ahead is complete."""
+def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_q: queue.Queue,
+             out_q: queue.Queue) -> None:
+    """Scene cuts, detection, selection and tracking; frames wait here until their look-ahead is complete.
+
+    Faces are detected and tracked in the displayed picture (``geometry``): upright and with square pixels."""
     options = engine.options
     scenes = SceneCutDetector()
     tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing,
@@ -406,8 +429,9 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
         cut = scenes.is_cut(image)
         detections = None  # not searched: the tracker interpolates between the frames that were
         if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
-            detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
-                                      max_faces=options.max_faces, frame_size=image.shape[:2])
+            shown = geometry.view(image)
+            detections = select_faces(engine.detector.detect(shown), options.faces, min_face=options.min_face,
+                                      max_faces=options.max_faces, frame_size=shown.shape[:2])
             last_detected = frame.index
         waiting.append(frame)
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
@@ -418,8 +442,8 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
     stages.put(out_q, _END)
 
 
-def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue,
-             store: RestoredFaceStore | None = None) -> None:
+def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_q: queue.Queue,
+             out_q: queue.Queue, store: RestoredFaceStore | None = None) -> None:
     """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order.
 
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
@@ -438,7 +462,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             frame, tracked = item
             t0 = time.perf_counter()
             faces = [crop_face(frame.image, f.track_id, f.smoothed_landmarks, size, box=f.smoothed_box,
-                               template=options.template)
+                               template=options.template, geometry=geometry)
                      for f in tracked.faces]
             stages.busy("restore", time.perf_counter() - t0)
             pending.append(_FrameWork(frame, tracked, faces))
@@ -491,7 +515,7 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
         if options.save_faces is not None and work.faces:
             save_face_crops(Path(options.save_faces), f"frame{work.frame.index:06d}", work.faces)
         if report is not None:
-            report.write(work.tracked, {f.track_id: f.crop_matrix for f in work.faces})
+            report.write(work.tracked, {f.track_id: f.display_crop_matrix for f in work.faces})
         writer.write(dataclasses.replace(work.frame, image=image))
         stages.busy("encode", time.perf_counter() - t0)
         counts["faces"] += len(work.faces)

@@ -13,7 +13,11 @@ temporary file beside the target that is renamed into place only when the report
                    "crop_matrix": [[a, b, c], [d, e, f]]}]},
        ...]}
 
-Coordinates are full-frame pixels; ``crop_matrix`` maps frame pixels to aligned-crop pixels (the matrix given to
+Coordinates are pixels of the *displayed* picture, what a player shows: for a video with a display rotation (phone
+clips) or non-square pixels (DV, DVD, tape captures) that differs from the stored frames, and ``meta`` then says
+how (``"coordinates"``, ``"display_size"``, ``"rotation"``, ``"sample_aspect_ratio"``, and ``"display_from_stored"``,
+the 2x3 affine from stored to displayed pixels). ``crop_matrix`` maps displayed-picture pixels to aligned-crop
+pixels (a similarity; compose it with ``display_from_stored`` to cut the crop from a stored frame with
 ``cv2.warpAffine``).
 """
 
