@@ -21,6 +21,7 @@ from vidgpen.faces.report import load_report
 from vidgpen.samples import astronaut_rgb, face_clip_frame, face_clip_matrix
 from vidgpen.video.display import DisplayGeometry
 from vidgpen.video.probe import probe
+from vidgpen.video.reader import open_video
 from vidgpen.video.synthetic import write_packed_bframe_avi
 from vidgpen.video.timestamps import DisplayTimes
 
@@ -273,3 +274,92 @@ def test_anamorphic_capture(recipe_args, portrait_landmarks, tmp_path):
     assert (written.width, written.height, written.sample_aspect_ratio) == (720, 576, Fraction(64, 45))
     truth = [transform_points(matrix, portrait_landmarks) for matrix in maps]
     check_faces_in_displayed_picture(source, out, report, geometry, truth)
+
+
+# ------------------------------------------------------------------------------------------------------- interlaced
+
+FIELD_STEP_PX = 6.0  # the face moves this far between two fields: strong combing in every frame
+INTERLACED_FRAMES = 8
+
+
+def field_matrix(field: int) -> np.ndarray:
+    """Portrait -> frame map of the face in one field: a 38 px eye distance, moving right."""
+    matrix = cv2.getRotationMatrix2D((225.0, 125.0), 0.0, 0.9)  # portrait face centre -> origin, scaled
+    matrix[:, 2] += (160.0 - 225.0 + FIELD_STEP_PX * (field - INTERLACED_FRAMES), 125.0 - 125.0)
+    return matrix
+
+
+@pytest.fixture(scope="module")
+def interlaced_clip(tmp_path_factory) -> Path:
+    """Frames woven from two fields of a moving face, bottom field first as DV stores them, coded as interlaced
+    H.264. (Bottom first because PyAV cannot flag a frame top-field-first, and FFmpeg's libx264 follows each
+    frame's flag.)"""
+    portrait = astronaut_rgb()
+    path = tmp_path_factory.mktemp("tape") / "tape.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.options = {"x264-params": "bff=1", "crf": "12", "preset": "veryfast"}
+        for index in range(INTERLACED_FRAMES):
+            bottom, top = (cv2.warpAffine(portrait, field_matrix(2 * index + k), (320, 240),
+                                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for k in (0, 1))
+            woven = top.copy()
+            woven[1::2] = bottom[1::2]  # odd rows: the bottom field, taken first
+            frame = av.VideoFrame.from_ndarray(woven, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_probe_shows_scan_type_and_field_order(interlaced_clip, packed_avi):
+    info = probe(interlaced_clip)
+    assert (info.scan_type, info.field_order, info.interlaced_frames) == ("interlaced", "bb", True)
+    code, text, _ = run_cli("probe", interlaced_clip)
+    assert code == 0 and "scan        interlaced, bottom field first (bb)" in text
+    assert probe(packed_avi).scan_type != "interlaced"
+
+
+def test_field_rate_reader_gives_every_field_its_own_time(interlaced_clip):
+    with open_video(interlaced_clip, deinterlace="field-rate") as reader:
+        frames = list(reader)
+        assert reader.time_base == reader.info.time_base / 2 and reader.frame_rate == 2 * FPS
+    assert [f.time for f in frames] == pytest.approx([k / (2 * FPS) for k in range(2 * INTERLACED_FRAMES)])
+    with open_video(interlaced_clip, deinterlace="off") as reader:
+        assert reader.deinterlace is None and len(list(reader)) == INTERLACED_FRAMES
+
+
+def test_interlaced_tape_is_deinterlaced_automatically(interlaced_clip, recipe_args, portrait_landmarks, tmp_path):
+    out, report = tmp_path / "restored.mkv", tmp_path / "faces.json"
+    args = [a for a in recipe_args if a != "--quiet"]
+    code, _, err = run_cli("restore", interlaced_clip, "-o", out, "--report", report, *args)
+    assert code == 0, err
+    assert "the video is interlaced (field order bb); deinterlacing it (one frame per frame)" in err
+    written = probe(out, count_frames=True)
+    assert written.scan_type == "progressive" and written.field_order == "progressive"
+    assert written.frame_count == INTERLACED_FRAMES
+    assert frame_times(out) == pytest.approx([i / FPS for i in range(INTERLACED_FRAMES)], abs=1e-3)
+    faces = load_report(report)
+    assert faces["meta"]["deinterlace"] == "one frame per frame"
+    for record in faces["frames"]:
+        (face,) = record["faces"]
+        assert face["raw_landmarks"] is not None, f"the face was missed in frame {record['frame']}"
+
+
+def test_field_rate_output_doubles_the_frames_and_follows_the_motion(interlaced_clip, recipe_args,
+                                                                      portrait_landmarks, tmp_path):
+    out, report = tmp_path / "restored.mkv", tmp_path / "faces.json"
+    code, _, err = run_cli("restore", interlaced_clip, "-o", out, "--report", report, "--deinterlace",
+                           "field-rate", "--smoothing", "none", *recipe_args)
+    assert code == 0, err
+    assert frame_times(out) == pytest.approx([k / (2 * FPS) for k in range(2 * INTERLACED_FRAMES)], abs=1e-3)
+    assert probe(out).scan_type == "progressive"
+    records = load_report(report)["frames"]
+    assert len(records) == 2 * INTERLACED_FRAMES
+    for field, record in enumerate(records):
+        (face,) = record["faces"]
+        truth = transform_points(field_matrix(field), portrait_landmarks)
+        error = np.linalg.norm(np.array(face["raw_landmarks"]) - truth, axis=1).max()
+        assert error < 0.1 * np.linalg.norm(truth[1] - truth[0]), (field, error)  # each field where it was taken

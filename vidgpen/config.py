@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidgpen.errors import OptionError
 from vidgpen.faces.align import TEMPLATES
+from vidgpen.video.deinterlace import DEINTERLACE_MODES
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class RestoreOptions:
     Time: ``smoothing`` window|one-euro|none with ``lookahead`` frames each side; ``temporal_strength`` 0..1.
     Paste: ``mask`` auto|parsenet|bisenet|feathered; ``alpha`` 0..1 restoration strength; ``paste_mode``
     replace (official) | residual (keeps what the restorer did not change).
+    Video in: ``deinterlace`` auto (when the video says it is interlaced) | on | off | field-rate (one frame per
+    field, twice the frame rate).
     Video out: ``start``/``end`` trim, ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``drop_incompatible``.
     Extras: ``compare`` writes before|after side by side; ``save_faces`` a folder for restored crops;
     ``report`` a JSON file of every face in every frame; ``overwrite`` an existing output.
@@ -52,6 +55,7 @@ class RestoreOptions:
     mask: str = "auto"
     alpha: float = 1.0
     paste_mode: str = "replace"
+    deinterlace: str = "auto"
     start: float | str | None = None
     end: float | str | None = None
     codec: str | None = None
@@ -80,6 +84,8 @@ class RestoreOptions:
             raise OptionError(f"--paste-mode must be replace or residual, got {self.paste_mode!r}")
         if self.detect_every < 1:
             raise OptionError(f"--detect-every must be at least 1 frame, got {self.detect_every}")
+        if self.deinterlace not in DEINTERLACE_MODES:
+            raise OptionError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {self.deinterlace!r}")
         if self.lookahead < 0:
             raise OptionError(f"--lookahead must be >= 0 frames, got {self.lookahead}")
 

@@ -302,13 +302,15 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     stages = _Stages(summary)
     counts = {"frames": 0, "faces": 0}
     started = time.perf_counter()
-    with open_video(src, options.start, options.end) as reader:
+    with open_video(src, options.start, options.end, deinterlace=options.deinterlace) as reader:
+        if reader.deinterlace is not None and notice is not None:
+            notice(_deinterlace_notice(reader, options.deinterlace))
         writer_size = None
         if options.compare:
             width, height = reader.info.width, reader.info.height
             writer_size = (2 * width, height)
         geometry = DisplayGeometry.of(reader.info)
-        report = _open_report(options, engine, src, geometry)
+        report = _open_report(options, engine, src, geometry, reader.deinterlace)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -351,11 +353,21 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     return summary
 
 
+def _deinterlace_notice(reader, mode: str) -> str:
+    info, rate = reader.info, "one frame per field" if reader.deinterlace == "field" else "one frame per frame"
+    if mode == "auto":
+        said = f"field order {info.field_order}" if info.field_order != "unknown" else "its frames say so"
+        return (f"the video is interlaced ({said}); deinterlacing it ({rate}); "
+                "--deinterlace off keeps the fields, field-rate doubles the frame rate")
+    return f"deinterlacing ({rate}); the output is progressive"
+
+
 def _expected_frames(reader) -> int | None:
     """Frames the run will write, for the progress bar: the header's count, or the trimmed span times the rate."""
     info, time_range = reader.info, reader.time_range
+    per_frame = 2 if reader.deinterlace == "field" else 1
     if time_range.start is None and time_range.end is None:
-        return info.frame_count
+        return info.frame_count * per_frame if info.frame_count else info.frame_count
     if not info.average_fps:
         return None
     # TimeRange holds container times (start_time included); either side may be open.
@@ -365,16 +377,17 @@ def _expected_frames(reader) -> int | None:
         end = time_range.end if end is None else min(end, time_range.end)
     if end is None:
         return None
-    return max(1, round((end - begin) * float(info.average_fps)))
+    return max(1, round((end - begin) * float(info.average_fps))) * per_frame
 
 
-def _open_report(options: RestoreOptions, engine: FaceEngine, src,
-                 geometry: DisplayGeometry) -> ReportWriter | None:
+def _open_report(options: RestoreOptions, engine: FaceEngine, src, geometry: DisplayGeometry,
+                 deinterlace: str | None = None) -> ReportWriter | None:
     if options.report is None:
         return None
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
             "smoothing": options.smoothing, "lookahead": options.lookahead,
+            "deinterlace": {"frame": "one frame per frame", "field": "one frame per field"}.get(deinterlace, "off"),
             **display_meta(geometry)}
     return ReportWriter(options.report, meta=meta)
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from vidgpen.video.deinterlace import FIELD_ORDER_WORDS
 from vidgpen.video.probe import StreamInfo, VideoInfo, probe
 from vidgpen.video.timecode import format_time
 
@@ -56,6 +57,17 @@ def _timestamps(info: VideoInfo) -> str:
     return f"{verdict}, {info.timestamps_checked} checked"
 
 
+def _scan(info: VideoInfo) -> str:
+    order = info.field_order
+    if info.scan_type == "interlaced":
+        if order in FIELD_ORDER_WORDS:
+            return f"interlaced, {FIELD_ORDER_WORDS[order]} ({order})"
+        return "interlaced (frames flagged; field order not stated)"
+    if info.scan_type == "progressive":
+        return "progressive"
+    return "not stated (treated as progressive)"
+
+
 def _stream_line(stream: StreamInfo) -> str:
     parts = [f"#{stream.index}", f"{stream.kind:<10}", stream.codec or "(no decoder)"]
     if stream.kind == "video" and stream.width:
@@ -94,6 +106,7 @@ def describe(info: VideoInfo) -> str:
                  + (f", shown as {width}x{height}" if (width, height) != (info.width, info.height) else "")
                  + (f", pixel aspect {info.sample_aspect_ratio}" if info.sample_aspect_ratio else "")),
         ("rotation", f"{info.rotation} degrees" + ("" if info.rotation else " (none)")),
+        ("scan", _scan(info)),
         ("frame rate", _fps(info)),
         ("timestamps", f"{_timestamps(info)}; time base {info.time_base}"),
         ("pixels", f"{info.pix_fmt}, {info.bit_depth}-bit, {info.chroma_subsampling}"),

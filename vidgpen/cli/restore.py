@@ -9,6 +9,7 @@ from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
 from vidgpen.models.variants import VARIANTS
+from vidgpen.video.deinterlace import DEINTERLACE_MODES
 
 
 def register(subparsers) -> None:
@@ -49,6 +50,10 @@ def register(subparsers) -> None:
     paste.add_argument("--alpha", type=float, default=1.0, help="0..1 strength of the restoration")
     paste.add_argument("--paste-mode", default="replace", choices=["replace", "residual"],
                        help="replace the face (official) or add only what the model changed")
+    video_in = p.add_argument_group("video input")
+    video_in.add_argument("--deinterlace", default="auto", choices=list(DEINTERLACE_MODES),
+                          help="deinterlace with bwdif: auto (default: when the video says it is interlaced), on, "
+                               "off, or field-rate (one frame per field, twice the frame rate)")
     video = p.add_argument_group("video output")
     video.add_argument("--start", help="start time (seconds or HH:MM:SS.ms)")
     video.add_argument("--end", help="end time (seconds or HH:MM:SS.ms)")
@@ -79,7 +84,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,
         max_faces=args.max_faces, template=args.template, smoothing=args.smoothing, lookahead=args.lookahead,
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
-        start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+        deinterlace=args.deinterlace, start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
         report=args.report, overwrite=args.overwrite, resume=args.resume)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from vidgpen.errors import InputError, OptionError
 from vidgpen.video.color import ColorTags
+from vidgpen.video.deinterlace import INTERLACED_FIELD_ORDERS, field_order_name
 from vidgpen.video.timecode import parse_time
 
 # How many video packets `probe` reads to judge whether timestamps are regular (about 10 s at 30 fps).
@@ -89,6 +90,20 @@ class VideoInfo:
     streams: tuple[StreamInfo, ...]
     metadata: dict[str, str] = field(default_factory=dict)
     chapters: int = 0
+    field_order: str = "unknown"  # the stream's: "progressive", "tt", "bb", "tb", "bt" or "unknown"
+    interlaced_frames: bool = False  # the first frame is flagged interlaced
+
+    @property
+    def interlaced(self) -> bool:
+        """The stream or its first frame says interlaced (what ``--deinterlace auto`` acts on)."""
+        return self.interlaced_frames or self.field_order in INTERLACED_FIELD_ORDERS
+
+    @property
+    def scan_type(self) -> str:
+        """``"interlaced"``, ``"progressive"`` or ``"unknown"`` (no field order stated, frames not flagged)."""
+        if self.interlaced:
+            return "interlaced"
+        return "progressive" if self.field_order == "progressive" else "unknown"
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -107,6 +122,7 @@ class VideoInfo:
         raw["path"] = str(self.path)
         raw["color"] = {**self.color.names, "codes": asdict(self.color)}
         raw["display_size"] = list(self.display_size)
+        raw["scan_type"] = self.scan_type
         return _jsonable(raw)
 
 
@@ -352,6 +368,8 @@ def probe(path: str | Path, *, count_frames: bool = False,
             streams=tuple(stream_info(s) for s in container.streams),
             metadata=metadata,
             chapters=len(container.chapters()),
+            field_order=field_order_name(cc.field_order),
+            interlaced_frames=first_frame.interlaced_frame,
         )
 
 

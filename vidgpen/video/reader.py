@@ -18,6 +18,7 @@ import av.error
 
 from vidgpen.errors import InputError, OptionError
 from vidgpen.video.color import SWS_FLAGS
+from vidgpen.video.deinterlace import Deinterlacer, resolve_mode
 from vidgpen.video.frame import VideoFrame, round_to_8bit
 from vidgpen.video.probe import VideoInfo, main_video_stream, open_input_container, probe
 from vidgpen.video.timecode import format_time, parse_time
@@ -102,13 +103,21 @@ class VideoReader:
         time_range: the trimmed range (:class:`TimeRange`), what the writer copies other streams for.
         frames_read: frames handed out so far.
         damage: a :class:`DamageReport` once iteration ended on a damaged input, else None.
+        deinterlace: None (frames as decoded), ``"frame"`` (deinterlaced, one frame per frame) or ``"field"`` (one
+            frame per field); see :mod:`vidgpen.video.deinterlace`.
+        time_base: the time base of the frames handed out: the stream's, or half of it at field rate.
+        frame_rate: their average rate (twice the input's at field rate), or None when unknown.
     """
 
     def __init__(self, path: str | Path, start: float | str | None = None, end: float | str | None = None,
-                 *, info: VideoInfo | None = None) -> None:
+                 *, info: VideoInfo | None = None, deinterlace: str = "off") -> None:
         self.info = info if info is not None else probe(path)
         self.path = self.info.path
         self.time_range = TimeRange.for_video(self.info, start, end)
+        self.deinterlace = resolve_mode(deinterlace, self.info.interlaced)
+        self.time_base: Fraction = self.info.time_base / 2 if self.deinterlace == "field" else self.info.time_base
+        rate = self.info.average_fps
+        self.frame_rate = rate * 2 if rate and self.deinterlace == "field" else rate
         self.frames_read = 0
         self.damage: DamageReport | None = None
         self._container = open_input_container(self.path)
@@ -141,14 +150,15 @@ class VideoReader:
 
     def _frames(self) -> Iterator[VideoFrame]:
         info = self.info
-        time_base: Fraction = self._stream.time_base
+        time_base = self.time_base
         high_bit = info.bit_depth > 8
         last_pts: int | None = None
+        # One frame in stream ticks; at field rate one field is half of it in ticks of half the size: the same.
         typical_step = _typical_step(info)
         gaps = _GapDetector(typical_step, time_base)
         reached_end_of_range = False
         self._seek_to_start()
-        for av_frame, pts in self._timed_frames(typical_step):
+        for av_frame, pts, duration in self._progressive_frames(typical_step):
             seconds = float(pts * time_base)
             if last_pts is not None and gaps.is_gap(pts - last_pts):
                 self._note_damage(float((last_pts + typical_step) * time_base), "missing frames")
@@ -161,7 +171,7 @@ class VideoReader:
             if av_frame.is_corrupt:
                 self._note_damage(seconds, "corrupt frames")
             last_pts = pts
-            yield self._to_frame(av_frame, pts, time_base, high_bit)
+            yield self._to_frame(av_frame, pts, time_base, high_bit, duration)
         if not reached_end_of_range:
             self._check_complete(last_pts, time_base, typical_step)
         elif self._first_damage is not None:
@@ -173,7 +183,8 @@ class VideoReader:
         if self._first_damage is not None:
             warnings.warn(self.damage.message(self.path), DamagedVideoWarning, stacklevel=2)
 
-    def _to_frame(self, av_frame: av.VideoFrame, pts: int, time_base: Fraction, high_bit: bool) -> VideoFrame:
+    def _to_frame(self, av_frame: av.VideoFrame, pts: int, time_base: Fraction, high_bit: bool,
+                  duration: int | None) -> VideoFrame:
         # Scaling to the first frame's size keeps one output size if the stream switches resolution.
         size = dict(width=self.info.width, height=self.info.height, interpolation=SWS_FLAGS)
         if high_bit:
@@ -185,7 +196,7 @@ class VideoReader:
             image = av_frame.to_ndarray(format="rgb24", **size)
         image.flags.writeable = False
         frame = VideoFrame(index=self.frames_read, pts=pts, time_base=time_base, image=image,
-                           image_high=image_high, duration=av_frame.duration or None)
+                           image_high=image_high, duration=duration or None)
         self.frames_read += 1
         return frame
 
@@ -197,6 +208,26 @@ class VideoReader:
             self._container.seek(int(start / self._stream.time_base), stream=self._stream, backward=True)
         except av.error.FFmpegError:
             self._container.seek(0)  # unseekable: decode from the beginning and drop early frames
+
+    def _progressive_frames(self, typical_step: int) -> Iterator[tuple[av.VideoFrame, int, int | None]]:
+        """(frame, pts, duration) in :attr:`time_base`, deinterlaced when the reader was asked to."""
+        if self.deinterlace is None:
+            for av_frame, pts in self._timed_frames(typical_step):
+                yield av_frame, pts, av_frame.duration
+            return
+        deinterlacer = Deinterlacer(self.info.time_base, field_rate=self.deinterlace == "field")
+        # The filter's time base is half the stream's; one frame per frame comes back to the stream's exactly.
+        factor = 1 if self.deinterlace == "field" else 2
+
+        def timed(frames):
+            for frame in frames:
+                duration = frame.duration // factor if frame.duration else None
+                yield frame, frame.pts // factor, duration
+
+        for av_frame, pts in self._timed_frames(typical_step):
+            av_frame.pts = pts
+            yield from timed(deinterlacer.push(av_frame))
+        yield from timed(deinterlacer.flush())
 
     def _timed_frames(self, typical_step: int) -> Iterator[tuple[av.VideoFrame, int]]:
         """Decoded frames with their display time in stream ticks, strictly increasing (see
@@ -308,15 +339,17 @@ def _typical_step(info: VideoInfo) -> int:
     return 1
 
 
-def open_video(path: str | Path, start: float | str | None = None, end: float | str | None = None) -> VideoReader:
+def open_video(path: str | Path, start: float | str | None = None, end: float | str | None = None,
+               deinterlace: str = "off") -> VideoReader:
     """Open a video for lazy decoding; use as a context manager and iterate for :class:`VideoFrame`.
 
     Args:
         path: the input file.
         start, end: optional trim, in seconds from the beginning or as ``HH:MM:SS.ms``; frames with
             ``start <= time < end`` are yielded.
+        deinterlace: ``auto`` | ``on`` | ``off`` | ``field-rate`` (see :mod:`vidgpen.video.deinterlace`).
     Raises:
         InputError: the file is missing, empty, not a video, has no video stream or no decodable codec.
         OptionError: start/end are unreadable, reversed, or start is past the end.
     """
-    return VideoReader(path, start, end)
+    return VideoReader(path, start, end, deinterlace=deinterlace)

@@ -29,7 +29,8 @@ from vidgpen.video.frame import VideoFrame, round_to_8bit
 from vidgpen.video.probe import MUXER_WRITTEN_TAGS, StreamInfo, VideoInfo, open_input_container, stream_info
 from vidgpen.video.reader import TimeRange, VideoReader
 
-DEFAULT_FPS = Fraction(25)  # encoder rate-control hint when the input states no frame rate
+DEFAULT_FPS = Fraction(25)
+PROGRESSIVE = 1  # AVFieldOrder AV_FIELD_PROGRESSIVE  # encoder rate-control hint when the input states no frame rate
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,13 @@ class VideoWriter:
                  start: float | str | None = None, end: float | str | None = None) -> None:
         if isinstance(source, VideoReader):
             self.info, self.time_range = source.info, source.time_range
+            # A deinterlacing reader may hand out frames at field rate, in a finer time base; they are progressive.
+            self.time_base, self.frame_rate = source.time_base, source.frame_rate
+            self._progressive = source.deinterlace is not None
         else:
             self.info, self.time_range = source, TimeRange.for_video(source, start, end)
+            self.time_base, self.frame_rate = source.time_base, source.average_fps
+            self._progressive = False
         self.dst = Path(dst)
         self._check_destination(overwrite)
         self._container_format = container_format_for(self.dst)
@@ -197,7 +203,7 @@ class VideoWriter:
         self._copier: _StreamCopier | None = None
         self._converter: RgbToYuv | None = None
         self._last_pts: int | None = None
-        self._shift_ticks = round(Fraction(self.time_range.shift).limit_denominator(10**9) / self.info.time_base)
+        self._shift_ticks = round(Fraction(self.time_range.shift).limit_denominator(10**9) / self.time_base)
 
     # -- checks before anything is written -------------------------------------------------------------
     def _check_destination(self, overwrite: bool) -> None:
@@ -273,16 +279,16 @@ class VideoWriter:
             raise ValueError(f"frame {frame.index} is {frame.width}x{frame.height}, the output stream is "
                              f"{self._video.width}x{self._video.height}")
         pts, duration = frame.pts, frame.duration
-        if frame.time_base != self.info.time_base:
-            pts = round(pts * frame.time_base / self.info.time_base)
-            duration = round(duration * frame.time_base / self.info.time_base) if duration else None
+        if frame.time_base != self.time_base:
+            pts = round(pts * frame.time_base / self.time_base)
+            duration = round(duration * frame.time_base / self.time_base) if duration else None
         pts -= self._shift_ticks
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"frame {frame.index}: pts {frame.pts} does not increase; write frames in order")
         self._last_pts = pts
         av_frame = self._to_av_frame(frame)
         av_frame.pts = pts
-        av_frame.time_base = self.info.time_base
+        av_frame.time_base = self.time_base
         if duration:
             av_frame.duration = duration
         try:
@@ -316,12 +322,14 @@ class VideoWriter:
                               "choose pixel format yuv444p")
         chroma_location = "left" if self.encoder.family in LEFT_SITED_CODECS else "unknown"
         self._converter = RgbToYuv(width, height, self._high_bit, self.pix_fmt, info.color, chroma_location)
-        video = out.add_stream(self.encoder.encoder, rate=info.average_fps or DEFAULT_FPS)
+        video = out.add_stream(self.encoder.encoder, rate=self.frame_rate or DEFAULT_FPS)
         video.width, video.height, video.pix_fmt = width, height, self.pix_fmt
         video.options = dict(self._options)
         # The input's time base keeps every pts exact (variable frame rate included).
-        video.codec_context.time_base = info.time_base
-        video.time_base = info.time_base
+        video.codec_context.time_base = self.time_base
+        video.time_base = self.time_base
+        if self._progressive:
+            video.codec_context.field_order = PROGRESSIVE  # say so in the container too
         info.color.apply_to(video.codec_context)
         if info.sample_aspect_ratio:
             video.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
