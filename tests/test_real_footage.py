@@ -363,3 +363,11 @@ def test_field_rate_output_doubles_the_frames_and_follows_the_motion(interlaced_
         truth = transform_points(field_matrix(field), portrait_landmarks)
         error = np.linalg.norm(np.array(face["raw_landmarks"]) - truth, axis=1).max()
         assert error < 0.1 * np.linalg.norm(truth[1] - truth[0]), (field, error)  # each field where it was taken
+
+
+def test_probe_shows_the_displayed_size_of_anamorphic_video(tmp_path):
+    shown, _ = displayed_clip(1024, 576, frames=2)
+    source = write_stored_clip(tmp_path / "dv.mkv", shown, DisplayGeometry(720, 576, 0, Fraction(64, 45)))
+    code, text, _ = run_cli("probe", source)
+    assert code == 0 and "size        720x576, shown as 1024x576, pixel aspect 64/45" in text
+    assert probe(source).display_size == (1024, 576)

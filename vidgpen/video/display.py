@@ -7,7 +7,7 @@ found, tracked and aligned in the *displayed* picture, where they are upright an
 
 The displayed picture is the stored one stretched horizontally by the SAR (to ``scaled_width`` columns), then
 turned by the rotation. Coordinates are pixel centres as OpenCV counts them (pixel ``i`` spans ``i - 0.5`` to
-``i + 0.5``), so :meth:`DisplayGeometry.view` (``cv2.resize`` + ``np.rot90``) and :meth:`DisplayGeometry.matrix`
+``i + 0.5``), so :meth:`DisplayGeometry.view` (``cv2.resize`` + ``cv2.rotate``) and :meth:`DisplayGeometry.matrix`
 describe the same map exactly.
 """
 
@@ -18,6 +18,9 @@ from fractions import Fraction
 
 import cv2
 import numpy as np
+
+
+_CV2_TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
 
 def normalized_rotation(degrees: float) -> int:
@@ -103,7 +106,10 @@ class DisplayGeometry:
             shrink = self.scaled_width < self.width
             image = cv2.resize(image, (self.scaled_width, self.height),
                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(np.rot90(image, self.rotation // 90))
+        if self.rotation == 0:
+            return image
+        # cv2.rotate is the same turn as np.rot90, ~10x faster than copying the rotated view at 1080p
+        return cv2.rotate(image, _CV2_TURNS[self.rotation])
 
     def crop_from_stored(self, display_crop_matrix: np.ndarray) -> np.ndarray:
         """A ``[2, 3]`` crop matrix fitted in displayed pixels, composed to take stored pixels instead."""

@@ -14,6 +14,7 @@ import numpy as np
 from vidgpen.errors import InputError, OptionError
 from vidgpen.video.color import ColorTags
 from vidgpen.video.deinterlace import INTERLACED_FIELD_ORDERS, field_order_name
+from vidgpen.video.display import DisplayGeometry
 from vidgpen.video.timecode import parse_time
 
 # How many video packets `probe` reads to judge whether timestamps are regular (about 10 s at 30 fps).
@@ -56,8 +57,9 @@ class VideoInfo:
     """Everything known about an input video before decoding it (what ``vidgpen probe`` prints).
 
     Times are in seconds. ``width``/``height`` are the stored picture size; ``display_size`` applies the
-    rotation. ``rotation`` is FFmpeg's display rotation in degrees (counter-clockwise, e.g. 90 or -90),
-    ``display_matrix`` the raw 3x3 matrix (9 int32, row-major) it came from, kept so flips survive too.
+    sample aspect ratio and the rotation. ``rotation`` is FFmpeg's display rotation in degrees (counter-clockwise,
+    e.g. 90 or -90), ``display_matrix`` the raw 3x3 matrix (9 int32, row-major) it came from, kept so flips survive
+    too. ``field_order`` and ``interlaced_frames`` say whether the video is interlaced (see ``scan_type``).
     """
 
     path: Path
@@ -107,10 +109,8 @@ class VideoInfo:
 
     @property
     def display_size(self) -> tuple[int, int]:
-        """``(width, height)`` as a player shows it, after the display rotation."""
-        if abs(self.rotation) % 180 == 90:
-            return self.height, self.width
-        return self.width, self.height
+        """``(width, height)`` as a player shows it: pixels made square, then the display rotation applied."""
+        return DisplayGeometry.of(self).display_size
 
     @property
     def video_stream(self) -> StreamInfo:
