@@ -233,9 +233,9 @@ def check_faces_in_displayed_picture(source: Path, output: Path, report: Path, g
                 found += 1
     assert found >= 0.9 * len(truth)
 
-    # Written losslessly (x264 at CRF 0), the output equals the input re-encoded unchanged outside the faces' paste regions (found
-    # from the report alone: its crop matrices composed with its display_from_stored map), and differs where the
-    # face is.
+    # Written losslessly (x264 at CRF 0), the output equals the input re-encoded unchanged outside the faces' paste
+    # regions (found from the report alone: its crop matrices composed with its display_from_stored map), and
+    # differs where the face is.
     baseline = transcode(source, output.with_name("identity.mkv"), crf=0).output
     before, after = decoded_rgb(baseline), decoded_rgb(output)
     assert len(after) == len(before) and after[0].shape == before[0].shape  # stored orientation and size kept
@@ -388,3 +388,12 @@ def test_probe_shows_the_displayed_size_of_anamorphic_video(tmp_path):
     code, text, _ = run_cli("probe", source)
     assert code == 0 and "size        720x576, shown as 1024x576, pixel aspect 64/45" in text
     assert probe(source).display_size == (1024, 576)
+
+
+def test_deinterlace_option_is_checked():
+    from vidgpen.config import RestoreOptions
+    from vidgpen.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"^--deinterlace must be one of auto, on, off, field-rate, got 'yes'$"):
+        RestoreOptions(deinterlace="yes")
+    assert RestoreOptions().deinterlace == "auto"

@@ -84,7 +84,8 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,
         max_faces=args.max_faces, template=args.template, smoothing=args.smoothing, lookahead=args.lookahead,
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
-        deinterlace=args.deinterlace, start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+        deinterlace=args.deinterlace,
+        start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
         report=args.report, overwrite=args.overwrite, resume=args.resume)
 
