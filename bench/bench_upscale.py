@@ -96,7 +96,8 @@ def end_to_end(folder: Path, width: int, height: int, frames: int, upscaler: str
     torch.save(recipe_state_dict(json.loads((DATA / "manifest-GPEN-BFR-256.json").read_text())), checkpoint)
     clip = write_face_clip(folder / "clip.mp4", frames=frames, width=width, height=height)
     rows = []
-    for factor, bg in [(1, None), (2, "lanczos"), (2, upscaler), (4, "lanczos"), (4, upscaler)]:
+    runs = [(1, None), (2, "lanczos"), (2, upscaler), (4, "lanczos"), (4, upscaler)]
+    for factor, bg in dict.fromkeys(runs):  # once each when the upscaler is lanczos
         summary = api.restore_video(clip, folder / f"out-{factor}-{bg}.mp4", model="GPEN-BFR-256",
                                     weights=checkpoint, weights_dir=folder, detector="mtcnn", mask="feathered",
                                     upscale=factor, bg_upscaler=bg, overwrite=True)
@@ -114,7 +115,9 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--frames", type=int, default=24, help="frames of the end-to-end clip")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--e2e-upscaler", default="realesr-general-x4v3", choices=list(OFFICIAL))
+    parser.add_argument("--e2e-upscaler", default="realesr-general-x4v3", choices=["lanczos", *OFFICIAL],
+                        help="learned upscaler of the end-to-end runs, beside Lanczos (lanczos: Lanczos only)")
+    parser.add_argument("--only", choices=["per-frame", "end-to-end"], help="run one of the two parts")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny frames, 2 frames, 1 repeat, one-block networks: checks that the script works")
@@ -131,8 +134,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         write_weights(folder, args.smoke)
-        results = {"per_frame": per_frame(folder, args.width, args.height, args.repeats),
-                   "end_to_end": end_to_end(folder, args.width, args.height, args.frames, args.e2e_upscaler)}
+        results = {}
+        if args.only != "end-to-end":
+            results["per_frame"] = per_frame(folder, args.width, args.height, args.repeats)
+        if args.only != "per-frame":
+            results["end_to_end"] = end_to_end(folder, args.width, args.height, args.frames, args.e2e_upscaler)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
