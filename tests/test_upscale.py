@@ -269,6 +269,7 @@ def test_upscale_4_pastes_the_restored_crop_straight_at_full_resolution(clip, up
     images, _, _ = _decode(paths["out"])
     inputs = _input_frames(clip)
     report = json.loads(paths["report"].read_text())
+    assert report["meta"]["upscale"] == 4  # its coordinates are the input frame's
     frames = report["frames"]
     background_model = learned_upscaler(paths["weights"] / "realesr-general-x4v3.pth", "x4", "cpu", tile=64)
     checked = 0
@@ -404,3 +405,54 @@ def test_weights_verify_loads_an_upscaler_file(sr_files, tmp_path):
     assert "tensors are RealESRGAN Compact x4" in lines["realesr-general-x4v3"] and lines["realesr-general-x4v3"].endswith("ok")
     assert "BAD:" in lines["RealESRGAN-x2plus"]
     assert code != 0
+
+
+def test_ten_bit_depth_subtitles_and_every_stream_survive_an_upscale(recipe_args, tmp_path):
+    from vidgpen.video.synthetic import SyntheticClip, write_synthetic_clip
+
+    source = write_synthetic_clip(tmp_path / "ten_bit.mkv", SyntheticClip(
+        width=64, height=48, frames=6, pix_fmt="yuv420p10le", audio=("aac", "libopus"), subtitles=True))
+    out = tmp_path / "out.mkv"
+    code, _, err = run_cli("restore", source, "-o", out, *recipe_args, "--upscale", "3", "--bg-upscaler", "lanczos")
+    assert code == 0, err
+    with av.open(str(source)) as before, av.open(str(out)) as after:
+        assert [s.type for s in after.streams] == [s.type for s in before.streams]
+        video = after.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (192, 144)
+        assert video.codec_context.pix_fmt == "yuv420p10le"
+        counts = {}
+        for container, key in ((before, "before"), (after, "after")):
+            for packet in container.demux():
+                if packet.size:
+                    counts.setdefault(key, {}).setdefault(packet.stream.index, 0)
+                    counts[key][packet.stream.index] += 1
+    assert counts["after"] == counts["before"]
+
+
+def test_a_folder_of_a_photo_and_a_video_is_upscaled_file_by_file(clip, recipe_args, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "photo.png"), cv2.cvtColor(skimage.data.astronaut()[::2, ::2], cv2.COLOR_RGB2BGR))
+    (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    code, _, err = run_cli("restore", folder, "-o", tmp_path / "out", *recipe_args, "--upscale", "2",
+                           "--bg-upscaler", "lanczos", "--preset", "ultrafast")
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "out" / "photo.png")).shape == (512, 512, 3)
+    images, _, _ = _decode(tmp_path / "out" / "clip.mp4")
+    assert len(images) == FRAMES and images[0].shape == (HEIGHT * 2, WIDTH * 2, 3)
+
+
+def test_cuda_tiles_and_batches_follow_free_memory(monkeypatch):
+    from vidgpen.models import upscaler as module
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 16 * 2**30))
+    small = module.auto_tile(cuda, 64, 4, torch.float16)
+    assert small % 32 == 0 and module.MIN_TILE <= small < module.MAX_GPU_TILE
+    assert module.auto_tile(cuda, 64, 4, None) < small  # fp32 activations take twice the room
+    assert module.auto_batch(cuda, 64, 4, small, module.TILE_PAD, torch.float16) >= 1
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (140 * 2**30, 141 * 2**30))
+    assert module.auto_tile(cuda, 64, 4, torch.float16) == module.MAX_GPU_TILE
+    assert 1 < module.auto_batch(cuda, 64, 4, 256, module.TILE_PAD, torch.float16) <= module.MAX_GPU_BATCH
+    assert module.auto_tile(torch.device("cpu"), 64, 4, None) == CPU_TILE
+    assert module.auto_batch(torch.device("cpu"), 64, 4, 256, 16, None) == 1

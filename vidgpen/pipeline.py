@@ -380,7 +380,7 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
             summary.stage_seconds["upscale"] = 0.0
         width, height = reader.info.width * factor, reader.info.height * factor
         writer_size = (2 * width if options.compare else width, height) if (factor != 1 or options.compare) else None
-        report = _open_report(options, engine, src)
+        report = _open_report(options, engine, src, factor)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -444,12 +444,13 @@ def _expected_frames(reader) -> int | None:
     return max(1, round((end - begin) * float(info.average_fps)))
 
 
-def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
+def _open_report(options: RestoreOptions, engine: FaceEngine, src, factor: int = 1) -> ReportWriter | None:
     if options.report is None:
         return None
+    # Boxes, landmarks and crop matrices are in input-frame pixels; "upscale" says how much larger the output is.
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
-            "smoothing": options.smoothing, "lookahead": options.lookahead}
+            "smoothing": options.smoothing, "lookahead": options.lookahead, "upscale": factor}
     return ReportWriter(options.report, meta=meta)
 
 

@@ -176,8 +176,9 @@ def build_upscaler(choice: str | None, factor: int | str, *, weights_dir=None, o
         choice = default_learned_name(factor, weights_dir)
         if choice is None:
             if notice:
+                unused = "; --tile does not apply to it" if tile is not None else ""
                 notice(f"no Real-ESRGAN weights in {resolve_weights_dir(weights_dir)}; upscaling the background with "
-                       "Lanczos ('vidgpen weights download RealESRGAN-x4plus' gets the learned upscaler)")
+                       f"Lanczos{unused} ('vidgpen weights download RealESRGAN-x4plus' gets the learned upscaler)")
             return LanczosUpscaler()
     if choice == "lanczos":
         return LanczosUpscaler()
