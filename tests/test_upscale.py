@@ -456,3 +456,24 @@ def test_cuda_tiles_and_batches_follow_free_memory(monkeypatch):
     assert 1 < module.auto_batch(cuda, 64, 4, 256, module.TILE_PAD, torch.float16) <= module.MAX_GPU_BATCH
     assert module.auto_tile(torch.device("cpu"), 64, 4, None) == CPU_TILE
     assert module.auto_batch(torch.device("cpu"), 64, 4, 256, 16, None) == 1
+
+
+def test_running_out_of_gpu_memory_halves_the_batch_then_the_tile(sr_files, monkeypatch):
+    """The CUDA fallback, exercised on the CPU: the first passes fail as a full GPU would."""
+    upscaler = learned_upscaler(sr_files["compact-x4"], "compact", "cpu", tile=64)
+    upscaler.batch = 4
+    failures = iter([True, True, True, False])
+    real_run = upscaler._run
+
+    def run(patches):
+        if next(failures, False):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_run(patches)
+
+    monkeypatch.setattr(upscaler, "_run", run)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    image = cv2.resize(skimage.data.astronaut(), (80, 60), interpolation=cv2.INTER_AREA)
+    result = upscaler.upscale(image, 4)
+    assert (upscaler.batch, upscaler.tile) == (1, 32)  # 4 -> 2 -> 1 tiles per pass, then 64 -> 32 px tiles
+    whole = learned_upscaler(sr_files["compact-x4"], "compact", "cpu", tile=0).upscale(image, 4)
+    assert np.abs(result.astype(int) - whole.astype(int)).max() <= 1

@@ -112,8 +112,10 @@ class LearnedUpscaler:
 
     model: ``[B, 3, h, w]`` float RGB in [0, 1] -> ``[B, 3, h*scale, w*scale]``. scale: the network's factor.
     device: where the model already is. tile: input tile side (None: automatic, see :func:`auto_tile`; 0: the
-    whole frame in one piece). half: on CUDA, run under fp16 (or bf16) autocast; if a batch comes out non-finite it
-    is run again in fp32 and fp32 is kept from then on. multiple_of: input side divisor the network needs.
+    whole frame in one piece). pad: context pixels around each tile. half_dtype: on CUDA, run under this autocast
+    dtype (fp16 or bf16); if a batch comes out non-finite it is run again in fp32 and fp32 is kept from then on.
+    multiple_of: input side divisor the network needs. On CUDA, running out of memory (the face model shares the
+    GPU) halves the batch, then the tile, and carries on with the smaller size.
     """
 
     def __init__(self, model: torch.nn.Module, scale: int, *, name: str, device: torch.device,
@@ -138,14 +140,34 @@ class LearnedUpscaler:
     def upscale(self, image: np.ndarray, factor: int) -> np.ndarray:
         _check_image(image)
         height, width = image.shape[:2]
-        batch = self.batch or auto_batch(self.device, self._features, self.scale, self.tile or max(height, width),
-                                         self.pad, self.half_dtype)
-        enlarged = upscale_tiled(self._run, image, self.scale, self.tile, self.pad, batch, self.multiple_of)
+        while True:
+            batch = self.batch or auto_batch(self.device, self._features, self.scale,
+                                             self.tile or max(height, width), self.pad, self.half_dtype)
+            try:
+                enlarged = upscale_tiled(self._run, image, self.scale, self.tile, self.pad, batch, self.multiple_of)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if not self._shrink_after_oom(batch):
+                    raise
         if self.scale == factor:
             return enlarged
         size = (width * factor, height * factor)
         interpolation = cv2.INTER_AREA if self.scale > factor else cv2.INTER_LANCZOS4
         return cv2.resize(enlarged, size, interpolation=interpolation)
+
+    def _shrink_after_oom(self, batch: int) -> bool:
+        """Smaller work for the next try: half the batch, else half the tile; False when nothing is left to cut."""
+        torch.cuda.empty_cache()
+        if batch > 1:
+            self.batch = batch // 2
+        elif self.tile is None or self.tile > MIN_TILE:
+            self.batch = 1
+            self.tile = CPU_TILE if self.tile is None else max(MIN_TILE, self.tile // 2)
+        else:
+            return False
+        log.warning("%s ran out of GPU memory; going on with %d tile(s) of %d px per pass", self.name, self.batch,
+                    self.tile)
+        return True
 
     def _run(self, patches: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
