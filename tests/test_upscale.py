@@ -227,6 +227,14 @@ def test_lanczos_is_opencvs_lanczos4():
                                   cv2.resize(image, (192, 192), interpolation=cv2.INTER_LANCZOS4))
 
 
+def test_a_safetensors_file_loads_too(sr_files, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "compact.safetensors"
+    save_file(torch.load(sr_files["compact-x4"], weights_only=True), str(path))
+    assert load_sr_model(path).scale == 4
+
+
 def test_a_pickled_object_is_refused_by_the_weights_only_load(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"params_ema": Fraction(1, 3)}, path)  # loading it needs the full unpickler

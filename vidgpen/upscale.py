@@ -102,7 +102,12 @@ def load_sr_model(path: str | Path):
     if not path.is_file():
         raise WeightsError(f"background upscaler checkpoint {path} does not exist; give an existing .pth file")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix.lower() == ".safetensors":  # a format without pickles
+            from safetensors.torch import load_file
+
+            loaded = load_file(str(path), device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable files; all mean "not a checkpoint"
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WeightsError(f"{path} does not load as a checkpoint of tensors ({first_line[:160]})") from exc
