@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ import numpy as np
 
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError, OutputError, VidgpenError
-from vidgpen.pipeline import FaceEngine, Progress, RunSummary, build_engine, restore_photo, run_video, save_face_crops
+from vidgpen.pipeline import (FaceEngine, Progress, RunSummary, build_engine, enlarge_for_compare, restore_photo,
+                              run_video, save_face_crops)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -45,8 +45,7 @@ def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     if engine is None:
         _check_video_paths(src, dst, options.overwrite)  # before a model is loaded or downloaded
         engine = build_engine(options, notice)
-    if engine.options is not options:
-        engine = dataclasses.replace(engine, options=options)
+    engine = engine.with_options(options, notice)
     return run_video(src, dst, engine, progress, notice)
 
 
@@ -118,16 +117,16 @@ def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     _check_image_destination(dst)  # before the model is loaded, not after the work is done
     image = read_image(src)
     engine = engine or build_engine(options, notice)
-    if engine.options is not options:
-        engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
+    engine = engine.with_options(options, notice)
     started = time.perf_counter()
-    restored, faces = restore_photo(image, engine)
+    restored, faces = restore_photo(image, engine, notice)
+    factor = restored.shape[1] // image.shape[1]
     if options.compare:
-        restored = np.concatenate([image, restored], axis=1)
+        restored = np.concatenate([enlarge_for_compare(image, factor), restored], axis=1)
     write_image_atomically(dst, restored, overwrite=options.overwrite)
     if options.save_faces is not None and faces:
         save_face_crops(Path(options.save_faces), src.stem, faces)
-    summary = RunSummary(output=dst, frames=1, faces=len(faces))
+    summary = RunSummary(output=dst, frames=1, faces=len(faces), upscale=factor)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -165,7 +164,7 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
         target = dst / path.name
         try:
             if is_image_path(path):
-                result = restore_image(path, target, options=options, engine=engine)
+                result = restore_image(path, target, options=options, engine=engine, notice=notice)
             else:
                 progress = progress_factory() if progress_factory else None
                 result = restore_video(path, target, options=options, engine=engine, progress=progress,

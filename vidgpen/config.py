@@ -28,6 +28,10 @@ class RestoreOptions:
     Video in: ``deinterlace`` auto (when the video says it is interlaced) | on | off | field-rate (one frame per
     field, twice the frame rate).
     Video out: ``start``/``end`` trim, ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``drop_incompatible``.
+    Size: ``upscale`` 1|2|3|4|"auto" makes the output N times the input (faces pasted at that resolution, see
+    :mod:`vidgpen.upscale`); ``bg_upscaler`` lanczos|realesrgan-x2|realesrgan-x4|realesr-general-x4v3|a checkpoint
+    path (None: a learned model present in ``weights_dir``, else lanczos); ``tile`` input tile side for a learned
+    upscaler (None: automatic, 0: whole frames).
     Extras: ``compare`` writes before|after side by side; ``save_faces`` a folder for restored crops;
     ``report`` a JSON file of every face in every frame; ``overwrite`` an existing output.
     Resume: ``resume`` continues an interrupted video run from the faces it kept beside the output (same input
@@ -63,6 +67,9 @@ class RestoreOptions:
     preset: str | None = None
     pix_fmt: str | None = None
     drop_incompatible: bool = False
+    upscale: int | str = 1
+    bg_upscaler: str | None = None
+    tile: int | None = None
     compare: bool = False
     save_faces: Path | None = None
     report: Path | None = None
@@ -88,6 +95,22 @@ class RestoreOptions:
             raise OptionError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {self.deinterlace!r}")
         if self.lookahead < 0:
             raise OptionError(f"--lookahead must be >= 0 frames, got {self.lookahead}")
+        self._check_upscale()
+
+    def _check_upscale(self) -> None:
+        from vidgpen.upscale import BG_UPSCALER_NAMES, is_checkpoint_path, parse_factor
+
+        object.__setattr__(self, "upscale", parse_factor(self.upscale))
+        if self.tile is not None and self.tile != 0 and self.tile < 32:
+            raise OptionError(f"--tile must be at least 32 pixels (or 0 for whole frames), got {self.tile}")
+        if self.upscale == 1 and (self.bg_upscaler is not None or self.tile is not None):
+            raise OptionError("--bg-upscaler and --tile work with --upscale 2, 3, 4 or auto; add one or drop them")
+        if self.bg_upscaler == "lanczos" and self.tile is not None:
+            raise OptionError("--tile is for learned background upscalers; lanczos works on whole frames")
+        if self.bg_upscaler is not None and self.bg_upscaler not in BG_UPSCALER_NAMES \
+                and not is_checkpoint_path(self.bg_upscaler):
+            raise OptionError(f"--bg-upscaler must be one of {', '.join(BG_UPSCALER_NAMES)} or a .pth file, "
+                              f"got {self.bg_upscaler!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "RestoreOptions":

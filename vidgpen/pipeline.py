@@ -1,7 +1,7 @@
 """The streaming restore pipeline: the only place with threads and queues.
 
     decode -> analyse (scene cuts, detect, select, track + smooth) -> restore (align, GPEN in batches that mix
-    faces from several frames, temporal blend, masks) -> paste + encode
+    faces from several frames, temporal blend, masks) [-> upscale (the background, with --upscale)] -> paste + encode
 
 Each arrow is a bounded queue, so decoding, detection and encoding overlap the model while only a handful of
 frames are in flight whatever the video's length. Every stage runs in its own thread; an exception in any of
@@ -28,7 +28,7 @@ from vidgpen.config import RestoreOptions
 from vidgpen.faces.align import fit_crop, warp_crop
 from vidgpen.faces.detect import FaceDetector, make_detector
 from vidgpen.faces.mask import FaceMasker, build_masker
-from vidgpen.faces.paste import PasteItem, paste_faces
+from vidgpen.faces.paste import PasteItem, paste_faces, scale_for_frame
 from vidgpen.faces.report import ReportWriter
 from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.select import select_faces
@@ -36,8 +36,10 @@ from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
+from vidgpen.models.upscaler import BackgroundUpscaler, LanczosUpscaler
 from vidgpen.resume import RestoredFaceStore, add_note, run_journal
 from vidgpen.video.display import DisplayGeometry
+from vidgpen.upscale import build_upscaler, describe_auto, face_size, pick_factor
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
@@ -47,7 +49,9 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 8            # frames waiting between two stages
 MAX_PENDING_FRAMES = 16     # frames the restore stage holds while it fills a batch
 POLL_SECONDS = 0.1          # how often blocked stages look at the stop flag
-STAGES = ("decode", "analyse", "restore", "encode")
+STAGES = ("decode", "analyse", "restore", "encode")  # plus "upscale" in runs with --upscale
+AUTO_SAMPLE_FRAMES = 48     # --upscale auto looks at faces in the first frames of a video...
+AUTO_SAMPLE_EVERY = 12      # ...detecting on every 12th of them
 
 
 class Progress(Protocol):
@@ -82,6 +86,7 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     warnings: list[str] = field(default_factory=list)
     faces_reused: int = 0  # restored by an earlier, interrupted run and taken from its saved progress
+    upscale: int = 1       # the output is this many times the input's size
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,18 +95,48 @@ class RunSummary:
 
 @dataclass
 class FaceEngine:
-    """The restorer, detector and masker a run uses, with the options that shaped them, and the checkpoint
-    file the restorer was loaded from (None when it was handed in; resumed runs then compare its tensors)."""
+    """The restorer, detector and masker a run uses, with the options that shaped them, the checkpoint
+    file the restorer was loaded from (None when it was handed in; resumed runs then compare its tensors), and the
+    background upscaler (None unless ``options.upscale`` asks for a bigger picture)."""
 
     options: RestoreOptions
     restorer: GPENRestorer
     detector: FaceDetector
     masker: FaceMasker
     checkpoint: Path | None = None
+    upscaler: BackgroundUpscaler | None = None
 
     @property
     def size(self) -> int:
         return self.restorer.size
+
+    def with_options(self, options: RestoreOptions, notice: Callable[[str], None] | None = None) -> "FaceEngine":
+        """This engine for other run options (same models); the background upscaler is rebuilt when the
+        upscale options changed."""
+        if options is self.options:
+            return self
+        upscaler = self.upscaler
+        if _upscale_settings(options) != _upscale_settings(self.options):
+            upscaler = _build_upscaler(options, str(self.restorer.device), notice)
+        return dataclasses.replace(self, options=options, upscaler=upscaler).with_upscaler(notice)
+
+    def with_upscaler(self, notice: Callable[[str], None] | None = None) -> "FaceEngine":
+        """This engine with the background upscaler its options ask for (built here if it was handed in without)."""
+        if self.options.upscale == 1 or self.upscaler is not None:
+            return self
+        return dataclasses.replace(self, upscaler=_build_upscaler(self.options, str(self.restorer.device), notice))
+
+
+def _upscale_settings(options: RestoreOptions) -> tuple:
+    return options.upscale, options.bg_upscaler, options.tile, options.weights_dir, options.offline
+
+
+def _build_upscaler(options: RestoreOptions, device: str,
+                    notice: Callable[[str], None] | None) -> BackgroundUpscaler | None:
+    if options.upscale == 1:
+        return None
+    return build_upscaler(options.bg_upscaler, options.upscale, weights_dir=options.weights_dir,
+                          offline=options.offline, device=device, tile=options.tile, notice=notice)
 
 
 def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None = None,
@@ -127,7 +162,8 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
     if notice and getattr(masker, "name", "") == "feathered" and options.mask == "auto":
         notice("no face-parsing weights found; pasting with a feathered face mask "
                "('vidgpen weights download ParseNet' gets the official parsing mask)")
-    return FaceEngine(options, restorer, detector, masker, checkpoint)
+    upscaler = _build_upscaler(options, device, notice)
+    return FaceEngine(options, restorer, detector, masker, checkpoint, upscaler)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,6 +186,8 @@ class _FrameWork:
     frame: VideoFrame
     tracked: TrackedFrame
     faces: list[_FaceWork]
+    background: np.ndarray | None = None   # (H*N, W*N, 3) the upscaled frame the faces go into (--upscale N)
+    before: np.ndarray | None = None       # (H*N, W*N, 3) the input enlarged with Lanczos, for --compare
 
 
 _END = object()
@@ -269,12 +307,50 @@ def crop_face(image: np.ndarray, track_id: int, landmarks: np.ndarray, size: int
                      box=np.asarray(box, dtype=np.float32), input_crop=warp_crop(image, matrix, size))
 
 
-def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOptions) -> np.ndarray:
+def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOptions, factor: int = 1) -> np.ndarray:
+    """Paste restored faces into ``image``, a frame ``factor`` times the size the faces were cropped from."""
     if not faces:
         return image
-    items = [PasteItem(restored_crop=f.shown, crop_matrix=f.crop_matrix, mask=f.mask, box=f.box,
-                       original_crop=f.input_crop) for f in faces]
+    items = [scale_for_frame(PasteItem(restored_crop=f.shown, crop_matrix=f.crop_matrix, mask=f.mask, box=f.box,
+                                       original_crop=f.input_crop), factor) for f in faces]
     return paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+
+
+def enlarge_for_compare(image: np.ndarray, factor: int) -> np.ndarray:
+    """The input as ``--compare`` shows it beside an upscaled result: Lanczos to the same size."""
+    return image if factor == 1 else LanczosUpscaler().upscale(image, factor)
+
+
+def upscale_factor(engine: FaceEngine, width: int, height: int, face_sizes: list[float] | None = None,
+                   notice: Callable[[str], None] | None = None) -> int:
+    """The run's factor: ``options.upscale``, or for "auto" :func:`vidgpen.upscale.pick_factor` over
+    ``face_sizes`` (said through ``notice``)."""
+    wanted = engine.options.upscale
+    if wanted != "auto":
+        return int(wanted)
+    face_sizes = face_sizes or []
+    factor = pick_factor(face_sizes, width, height, engine.size)
+    if notice:
+        notice(describe_auto(factor, face_sizes, width, height, engine.size))
+    return factor
+
+
+def _sampled_face_sizes(src, engine: FaceEngine) -> list[float]:
+    """Sizes (:func:`vidgpen.upscale.face_size`) of the selected faces in the first frames of a video."""
+    options = engine.options
+    sizes: list[float] = []
+    with open_video(src, options.start, options.end) as reader:
+        geometry = DisplayGeometry.of(reader.info)  # faces are upright only in the displayed picture
+        for frame in reader:
+            if frame.index % AUTO_SAMPLE_EVERY == 0:
+                view = geometry.view(frame.image)
+                detections = select_faces(engine.detector.detect(view), options.faces,
+                                          min_face=options.min_face, max_faces=options.max_faces,
+                                          frame_size=view.shape[:2])
+                sizes += [face_size(d.box) for d in detections]
+            if frame.index + 1 >= AUTO_SAMPLE_FRAMES:
+                break
+    return sizes
 
 
 def save_face_crops(folder: Path, stem: str, faces: list[_FaceWork]) -> None:
@@ -305,12 +381,18 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     with open_video(src, options.start, options.end, deinterlace=options.deinterlace) as reader:
         if reader.deinterlace is not None and notice is not None:
             notice(_deinterlace_notice(reader, options.deinterlace))
-        writer_size = None
-        if options.compare:
-            width, height = reader.info.width, reader.info.height
-            writer_size = (2 * width, height)
+        factor = 1
+        if options.upscale != 1:
+            engine = engine.with_upscaler(notice)
+            sizes = _sampled_face_sizes(src, engine) if options.upscale == "auto" else None
+            factor = upscale_factor(engine, reader.info.width, reader.info.height, sizes, notice)
+        summary.upscale = factor
+        if factor != 1:
+            summary.stage_seconds["upscale"] = 0.0
+        width, height = reader.info.width * factor, reader.info.height * factor
+        writer_size = (2 * width if options.compare else width, height) if (factor != 1 or options.compare) else None
         geometry = DisplayGeometry.of(reader.info)
-        report = _open_report(options, engine, src, geometry, reader.deinterlace)
+        report = _open_report(options, engine, src, geometry, reader.deinterlace, factor)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -327,7 +409,11 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, geometry, decoded, analysed))
                 stages.start("restore", lambda: _restore(stages, engine, geometry, analysed, restored, store))
-                stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
+                to_encode = restored
+                if factor != 1:
+                    to_encode = stages.queue()
+                    stages.start("upscale", lambda: _upscale(stages, engine, factor, restored, to_encode))
+                stages.start("encode", lambda: _encode(stages, engine, to_encode, writer, report, counts, factor))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
         except BaseException as exc:
@@ -381,12 +467,14 @@ def _expected_frames(reader) -> int | None:
 
 
 def _open_report(options: RestoreOptions, engine: FaceEngine, src, geometry: DisplayGeometry,
-                 deinterlace: str | None = None) -> ReportWriter | None:
+                 deinterlace: str | None = None, factor: int = 1) -> ReportWriter | None:
     if options.report is None:
         return None
+    # Boxes, landmarks and crop matrices are in the input's displayed picture; "upscale" says how much larger the
+    # output is.
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
-            "smoothing": options.smoothing, "lookahead": options.lookahead,
+            "smoothing": options.smoothing, "lookahead": options.lookahead, "upscale": factor,
             "deinterlace": {"frame": "one frame per frame", "field": "one frame per field"}.get(deinterlace, "off"),
             **display_meta(geometry)}
     return ReportWriter(options.report, meta=meta)
@@ -514,22 +602,44 @@ def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list
         face.mask = mask
 
 
+def _upscale(stages: _Stages, engine: FaceEngine, factor: int, in_q: queue.Queue, out_q: queue.Queue) -> None:
+    """The background at ``factor`` times the size (and the Lanczos input for --compare), in its own thread so a
+    learned upscaler runs while the restore stage runs the face model."""
+    compare = engine.options.compare
+    while True:
+        work = stages.get(in_q)
+        if work is _END:
+            break
+        t0 = time.perf_counter()
+        work.background = engine.upscaler.upscale(work.frame.image, factor)
+        if compare:
+            lanczos = engine.upscaler.name == "lanczos"
+            work.before = work.background if lanczos else enlarge_for_compare(work.frame.image, factor)
+        stages.busy("upscale", time.perf_counter() - t0)
+        stages.put(out_q, work)
+    stages.put(out_q, _END)
+
+
 def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: VideoWriter,
-            report: ReportWriter | None, counts: dict) -> None:
+            report: ReportWriter | None, counts: dict, factor: int = 1) -> None:
     options = engine.options
     while True:
         work = stages.get(in_q)
         if work is _END:
             break
         t0 = time.perf_counter()
-        image = paste_back(work.frame.image, work.faces, options)
+        background = work.frame.image if work.background is None else work.background
+        image = paste_back(background, work.faces, options, factor)
         if options.compare:
-            image = np.concatenate([work.frame.image, image], axis=1)
+            before = work.frame.image if work.before is None else work.before
+            image = np.concatenate([before, image], axis=1)
         if options.save_faces is not None and work.faces:
             save_face_crops(Path(options.save_faces), f"frame{work.frame.index:06d}", work.faces)
         if report is not None:
             report.write(work.tracked, {f.track_id: f.display_crop_matrix for f in work.faces})
-        writer.write(dataclasses.replace(work.frame, image=image))
+        # An enlarged picture has no high-bit-depth twin: the writer widens its 8 bits.
+        high = work.frame.image_high if factor == 1 else None
+        writer.write(dataclasses.replace(work.frame, image=image, image_high=high))
         stages.busy("encode", time.perf_counter() - t0)
         counts["faces"] += len(work.faces)
         counts["frames"] += 1
@@ -539,17 +649,25 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
 # Photos
 # ---------------------------------------------------------------------------------------------------------------
 
-def restore_photo(image: np.ndarray, engine: FaceEngine) -> tuple[np.ndarray, list[_FaceWork]]:
-    """image: ``[H, W, 3]`` uint8 RGB -> the restored image and the faces that were restored."""
+def restore_photo(image: np.ndarray, engine: FaceEngine,
+                  notice: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[_FaceWork]]:
+    """image: ``[H, W, 3]`` uint8 RGB -> the restored image (``options.upscale`` times the size) and the faces that
+    were restored."""
     options = engine.options
     detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
                               max_faces=options.max_faces, frame_size=image.shape[:2])
+    factor = 1
+    if options.upscale != 1:
+        engine = engine.with_upscaler(notice)
+        factor = upscale_factor(engine, image.shape[1], image.shape[0], [face_size(d.box) for d in detections],
+                                notice)
+    background = image if factor == 1 else engine.upscaler.upscale(image, factor)
     faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box, template=options.template)
              for i, d in enumerate(detections)]
     if not faces:
-        return image, faces
+        return background, faces
     restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
     masks = engine.masker(restored)
     for face, crop, mask in zip(faces, restored, masks):
         face.shown, face.mask = crop, mask
-    return paste_back(image, faces, options), faces
+    return paste_back(background, faces, options, factor), faces

@@ -27,6 +27,8 @@ FACEXLIB_LICENCE = "facexlib release (MIT project); upstream model terms apply"
 
 _GPEN_OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models"
 _FACEXLIB_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
+_REALESRGAN_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+REALESRGAN_LICENCE = "BSD-3-Clause (Real-ESRGAN, (c) Xintao Wang)"
 # ModelScope moved the "damo" namespace to "iic"; the old API address is kept as a second source.
 _MODELSCOPE_HIRES = "https://www.modelscope.cn/models/iic/cv_gpen_image-portrait-enhancement-hires/resolve/master"
 _MODELSCOPE_HIRES_API = (
@@ -41,7 +43,7 @@ class WeightsEntry:
 
     ``file_name`` is the name the file has in the weights folder; ``other_file_names`` are names it is also
     found under (ModelScope's ``pytorch_model.pt``). ``sha256`` and ``size_bytes`` are None when no official
-    value is published. ``kind`` is "gpen", "detector" or "parser"; ``variant`` is what the tensors are.
+    value is published. ``kind`` is "gpen", "detector", "parser" or "upscaler"; ``variant`` is what the tensors are.
     """
 
     name: str
@@ -93,6 +95,15 @@ _ENTRIES = (
                  "parser", "ParseNet", FACEXLIB_LICENCE),
     WeightsEntry("BiSeNet", "parsing_bisenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.0/parsing_bisenet.pth",),
                  "parser", "BiSeNet", FACEXLIB_LICENCE),
+    # Background upscalers for --upscale (Real-ESRGAN's release assets). Their sha256 is not published in the
+    # release notes and not known here, so a file is checked by loading it (spandrel must find the architecture).
+    WeightsEntry("RealESRGAN-x2plus", "RealESRGAN_x2plus.pth", (f"{_REALESRGAN_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth",),
+                 "upscaler", "RRDBNet x2", REALESRGAN_LICENCE),
+    WeightsEntry("RealESRGAN-x4plus", "RealESRGAN_x4plus.pth", (f"{_REALESRGAN_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth",),
+                 "upscaler", "RRDBNet x4", REALESRGAN_LICENCE),
+    WeightsEntry("realesr-general-x4v3", "realesr-general-x4v3.pth",
+                 (f"{_REALESRGAN_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth",),
+                 "upscaler", "SRVGGNetCompact x4", REALESRGAN_LICENCE),
 )
 REGISTRY: dict[str, WeightsEntry] = {entry.name: entry for entry in _ENTRIES}
 
@@ -581,6 +592,8 @@ def _verify_file(entry: WeightsEntry, path: Path) -> VerifyResult:
         else:
             if not _same_gpen_architecture(detected, entry.variant):
                 problem = f"the tensors are {detected}, not {entry.variant}; rename or replace the file"
+    elif problem is None and entry.kind == "upscaler":
+        problem, detected = _upscaler_problem(path)
     elif problem is None:
         problem = _state_dict_problem(path)
     return VerifyResult(entry, path, size, digest, digest_matches, size_matches, detected, problem)
@@ -598,3 +611,14 @@ def _state_dict_problem(path: Path) -> str | None:
     if not isinstance(loaded, dict) or not loaded or not all(torch.is_tensor(v) for v in loaded.values()):
         return "it loads, but is not a state dict of tensors"
     return None
+
+
+def _upscaler_problem(path: Path) -> tuple[str | None, str | None]:
+    """(why a background upscaler file is unusable or None, what spandrel detected in it or None)."""
+    from vidgpen.upscale import describe_sr_model, load_sr_model
+
+    try:
+        descriptor = load_sr_model(path)
+    except WeightsError as exc:
+        return str(exc), None
+    return None, describe_sr_model(descriptor)

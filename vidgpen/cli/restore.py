@@ -54,6 +54,18 @@ def register(subparsers) -> None:
     video_in.add_argument("--deinterlace", default="auto", choices=list(DEINTERLACE_MODES),
                           help="deinterlace with bwdif: auto (default: when the video says it is interlaced), on, "
                                "off, or field-rate (one frame per field, twice the frame rate)")
+    size = p.add_argument_group("output size")
+    size.add_argument("--upscale", default="1", metavar="1|2|3|4|auto",
+                      help="make the picture N times larger, faces pasted at that resolution (default 1: the input's "
+                           "size); auto: the smallest N bringing the median face to half the model's size, within "
+                           "3840x2160")
+    size.add_argument("--bg-upscaler", metavar="NAME|PATH.pth",
+                      help="upscaler for the rest of the picture: lanczos, realesrgan-x2, realesrgan-x4, "
+                           "realesr-general-x4v3 or a Real-ESRGAN-family .pth (default: a Real-ESRGAN model found "
+                           "in the weights folder, else lanczos)")
+    size.add_argument("--tile", type=int, metavar="PX",
+                      help="tile side in input pixels for a learned upscaler (default: from free GPU memory, "
+                           "256 on CPU; 0: whole frames)")
     video = p.add_argument_group("video output")
     video.add_argument("--start", help="start time (seconds or HH:MM:SS.ms)")
     video.add_argument("--end", help="end time (seconds or HH:MM:SS.ms)")
@@ -64,7 +76,8 @@ def register(subparsers) -> None:
     video.add_argument("--drop-incompatible", action="store_true",
                        help="drop streams the output container cannot hold instead of stopping")
     extra = p.add_argument_group("extras")
-    extra.add_argument("--compare", action="store_true", help="write before | after side by side")
+    extra.add_argument("--compare", action="store_true",
+                       help="write before | after side by side (before enlarged with Lanczos under --upscale)")
     extra.add_argument("--save-faces", type=Path, metavar="DIR", help="also save every restored face crop here")
     extra.add_argument("--report", type=Path, metavar="FILE.json", help="write every face of every frame as JSON")
     extra.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -86,7 +99,8 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
         deinterlace=args.deinterlace,
         start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-        drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
+        drop_incompatible=args.drop_incompatible, upscale=args.upscale, bg_upscaler=args.bg_upscaler,
+        tile=args.tile, compare=args.compare, save_faces=args.save_faces,
         report=args.report, overwrite=args.overwrite, resume=args.resume)
 
 
@@ -133,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 def _summary_line(summary) -> str:
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
     line = f"{summary.frames} frame(s), {summary.faces} face(s) restored in {summary.seconds:.1f} s ({fps:.2f} fps)"
+    if summary.upscale != 1:
+        line += f" at {summary.upscale}x the input's size"
     if summary.faces_reused:
         line += f" ({summary.faces_reused} taken from the saved progress)"
     busy = {k: v for k, v in summary.stage_seconds.items() if v > 0}

@@ -28,7 +28,7 @@ Two blend modes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import cv2
@@ -92,6 +92,18 @@ class PasteItem:
     def size(self) -> int:
         """Crop side S in pixels."""
         return self.restored_crop.shape[0]
+
+
+def scale_for_frame(item: PasteItem, factor: float) -> PasteItem:
+    """The same face for a frame ``factor`` times larger (``--upscale``): the crop matrix composed with the
+    enlargement's inverse, ``crop_matrix @ diag(1/factor, 1/factor, 1)`` (big frame -> crop), so the crop is warped
+    straight to the big frame at its full resolution; the box scales too, so the small-face rule looks at the size
+    the face has in the output. The crop and the mask live in crop space and stay as they are."""
+    if factor == 1:
+        return item
+    matrix = item.crop_matrix.copy()
+    matrix[:, :2] /= factor
+    return replace(item, crop_matrix=matrix, box=item.box * factor)
 
 
 def paste_region(crop_matrix: np.ndarray, size: int, frame_height: int, frame_width: int) -> Region | None:

@@ -37,6 +37,7 @@ class EncoderProfile:
     default_preset: str | None = None
     presets: tuple[str, ...] = ()
     fixed_options: dict[str, str] = field(default_factory=dict)
+    max_side: int | None = None  # largest width or height the encoder opens with (FFmpeg 8.1's wrappers)
 
 
 ENCODERS: dict[str, EncoderProfile] = {
@@ -44,22 +45,24 @@ ENCODERS: dict[str, EncoderProfile] = {
         # cpu-independent: with x264's CPU-specific assembly (AVX-512 here) the same frames gave different files
         # depending on what the heap held before the encode (mbtree with B-frames; asm=0 or this option fix it;
         # ~8% slower encoding). Resumed runs must reproduce an uninterrupted run's bytes.
+        # No level is set: x264 picks the lowest H.264 level that holds the frame size and rate, so an upscaled
+        # picture gets a level that fits it.
         EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "medium", X26X_PRESETS,
-                       {"x264-params": "cpu-independent=1"}),
+                       {"x264-params": "cpu-independent=1"}, max_side=16384),
         EncoderProfile("libx265", "hevc", "crf", 20, (0, 51), "preset", "medium", X26X_PRESETS,
                        {"x265-params": "log-level=error"}),
         EncoderProfile("libsvtav1", "av1", "crf", 25, (1, 63), "preset", "8",
-                       tuple(str(i) for i in range(14))),
+                       tuple(str(i) for i in range(14)), max_side=16384),
         # libvpx needs bit rate 0 for pure constant-quality mode.
         EncoderProfile("libvpx-vp9", "vp9", "crf", 24, (0, 63), "cpu-used", "2",
                        tuple(str(i) for i in range(9)), {"b": "0", "row-mt": "1"}),
         EncoderProfile("libvpx", "vp8", "crf", 10, (4, 63), "cpu-used", "2",
-                       tuple(str(i) for i in range(17)), {"b": "20M"}),
+                       tuple(str(i) for i in range(17)), {"b": "20M"}, max_side=16383),
         EncoderProfile("prores_ks", "prores", None, None, None, "profile", None,
                        ("proxy", "lt", "standard", "hq", "4444", "4444xq")),
         EncoderProfile("ffv1", "ffv1", fixed_options={"level": "3"}),
         # MPEG-4 part 2 has no constant-quality mode reachable through PyAV; a generous bit rate instead.
-        EncoderProfile("mpeg4", "mpeg4", fixed_options={"b": "8M"}),
+        EncoderProfile("mpeg4", "mpeg4", fixed_options={"b": "8M"}, max_side=8191),
     )
 }
 FAMILY_TO_ENCODER = {p.family: p.encoder for p in ENCODERS.values()}
@@ -131,6 +134,15 @@ def resolve_pix_fmt(profile: EncoderProfile, source_pix_fmt: str, requested: str
         return source
     best, _loss = find_best_pix_fmt_of_list(candidates, source)
     return best.name if best is not None else candidates[0]
+
+
+def check_frame_size(profile: EncoderProfile, width: int, height: int) -> None:
+    """:class:`OutputError` when the encoder cannot take a ``width x height`` picture (e.g. after --upscale)."""
+    if profile.max_side is not None and max(width, height) > profile.max_side:
+        raise OutputError(
+            f"{profile.encoder} cannot encode {width}x{height} frames (at most {profile.max_side} pixels a side); "
+            "choose a smaller --upscale, or --codec hevc, vp9, prores or ffv1"
+        )
 
 
 def encoder_options(profile: EncoderProfile, crf: int | None, preset: str | None,

@@ -23,7 +23,7 @@ import numpy as np
 from vidgpen.errors import OutputError
 from vidgpen.video.color import LEFT_SITED_CODECS, RgbToYuv
 from vidgpen.video.codecs import (
-    container_format_for, encoder_options, resolve_encoder, resolve_pix_fmt,
+    check_frame_size, container_format_for, encoder_options, resolve_encoder, resolve_pix_fmt,
 )
 from vidgpen.video.frame import VideoFrame, round_to_8bit
 from vidgpen.video.probe import MUXER_WRITTEN_TAGS, StreamInfo, VideoInfo, open_input_container, stream_info
@@ -188,6 +188,8 @@ class VideoWriter:
         self._options = encoder_options(self.encoder, crf, preset, self.pix_fmt)
         self._high_bit = max(c.bits for c in av.VideoFormat(self.pix_fmt).components) > 8
         self._frame_size = frame_size
+        if frame_size is not None:
+            check_frame_size(self.encoder, *frame_size)  # before any work is done for a picture it cannot take
         self.frames_written = 0
         self.dropped_streams: list[DroppedStream] = []
 
@@ -316,6 +318,7 @@ class VideoWriter:
         """Create all output streams (sizes are known now) and write the container header."""
         info, out = self.info, self._out
         width, height = self._frame_size or (first.width, first.height)
+        check_frame_size(self.encoder, width, height)
         chroma_format = av.VideoFormat(self.pix_fmt, 2, 2)
         if any(c.width < 2 or c.height < 2 for c in chroma_format.components) and (width % 2 or height % 2):
             raise OutputError(f"{self.pix_fmt} needs an even frame size, got {width}x{height}; "
