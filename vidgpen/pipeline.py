@@ -35,7 +35,7 @@ from vidgpen.faces.select import select_faces
 from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
-from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
+from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype, slow_dtype_warning
 from vidgpen.resume import RestoredFaceStore, add_note, run_journal
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import open_video
@@ -109,7 +109,11 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
     checkpoint = None
     if restorer is None:
         # A device or dtype this machine lacks is reported before a checkpoint is read or downloaded.
-        pick_dtype(options.dtype, pick_device(options.device))
+        device = pick_device(options.device)
+        pick_dtype(options.dtype, device)
+        slow = slow_dtype_warning(options.dtype, device)
+        if slow and notice:
+            notice(slow)
         if options.weights is not None:
             path = Path(options.weights)
         else:

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     model.add_argument("--offline", action="store_true", help="never download a missing checkpoint")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     model.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+                       help="number format of the model (default auto: fp16 on CUDA, bf16 on a CPU with native "
+                            "bf16 (AVX512-BF16/AMX), else fp32; bf16 on other CPUs is emulated, about 20x slower)")
     model.add_argument("--batch-size", type=int, help="faces per forward pass (default: per device)")
     model.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster run)")
     faces = p.add_argument_group("faces")
