@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from vidgpen import api, cli, pipeline
+from vidgpen.config import RestoreOptions
+from vidgpen.errors import OptionError
 
 
 def run_cli(*argv) -> tuple[int, str, str]:
@@ -137,3 +139,130 @@ def test_explicit_bf16_warns_once_where_the_cpu_emulates_it(native_bf16, photo, 
     warnings = [line for line in stderr.splitlines() if "--dtype bf16 on this CPU is emulated" in line]
     assert len(warnings) == (0 if native_bf16 else 1), stderr  # once per run, not once per file
     assert loads.count("restorer") == 1
+
+
+# ------------------------------------------------------------------- issue 9: photo report, parser weights, variants
+
+
+def test_photo_report_lists_each_face_with_box_score_landmarks_and_crop_matrix(photo, recipe_args, tmp_path, loads):
+    import json
+
+    import numpy as np
+
+    from vidgpen.faces.align import reference_points
+
+    report = tmp_path / "faces.json"
+    code, _, stderr = run_cli("restore", photo, "-o", tmp_path / "out.png", "--report", report, "--quiet",
+                              *recipe_args)
+    assert code == 0, stderr
+    data = json.loads(report.read_text())
+    assert data["format"] == "vidgpen-face-report"
+    assert data["meta"]["model"] == "GPEN-BFR-256" and data["meta"]["mask"] == "feathered"
+    (frame,) = data["frames"]
+    (face,) = frame["faces"]
+    assert face["score"] > 0.9
+    x1, y1, x2, y2 = face["box"]
+    landmarks = np.array(face["raw_landmarks"])
+    assert (landmarks[:, 0] > x1).all() and (landmarks[:, 0] < x2).all() and (landmarks[:, 1] > y1).all()
+    # The crop matrix maps the landmarks onto the template (up to the similarity fit's residual).
+    matrix = np.array(face["crop_matrix"])
+    mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
+    assert np.abs(mapped - reference_points(256, "gpen")).max() < 12
+
+
+def test_video_only_options_on_a_photo_are_refused_naming_the_mode(photo, recipe_args, tmp_path, loads):
+    for extra in (["--start", "1"], ["--crf", "18"], ["--smoothing", "none"], ["--resume"]):
+        code, _, stderr = run_cli("restore", photo, "-o", tmp_path / "out.png", *extra, *recipe_args)
+        assert code == 2 and len(stderr.splitlines()) == 1, stderr
+        assert f"{extra[0]} is for videos; astronaut.png is a photo" in stderr
+    assert loads == [] and not (tmp_path / "out.png").exists()
+
+
+def test_report_on_a_folder_is_refused(photo, recipe_args, tmp_path, loads):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(photo.read_bytes())
+    code, _, stderr = run_cli("restore", folder, "-o", tmp_path / "out", "--report", tmp_path / "r.json", *recipe_args)
+    assert code == 2 and "--report writes the faces of one photo or video" in stderr
+    assert loads == []
+
+
+@pytest.fixture(scope="module")
+def bisenet_weights(tmp_path_factory) -> Path:
+    import torch
+    from facexlib.parsing import BiSeNet
+
+    path = tmp_path_factory.mktemp("parser") / "parsing_bisenet.pth"
+    torch.save(BiSeNet(num_class=19).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("mask", ["bisenet", "auto"])
+def test_face_parser_weights_are_found_in_the_default_weights_folder(mask, bisenet_weights, photo, recipe_args,
+                                                                     tmp_path, monkeypatch, loads):
+    import json
+
+    monkeypatch.delenv("VIDGPEN_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "parsing_bisenet.pth").write_bytes(bisenet_weights.read_bytes())
+    args = list(recipe_args)
+    args[args.index("--mask") + 1] = mask
+    code, _, stderr = run_cli("restore", photo, "-o", "out.png", "--report", "faces.json", *args)
+    assert code == 0, stderr
+    assert "feathered" not in stderr and "not found" not in stderr
+    assert json.loads((tmp_path / "faces.json").read_text())["meta"]["mask"] == "bisenet"
+
+
+def test_parsenet_is_looked_up_in_the_default_weights_folder(photo, recipe_args, tmp_path, monkeypatch, loads):
+    from vidgpen.errors import WeightsError
+    from vidgpen.faces import mask
+
+    looked_up = []
+
+    def load_parser_model(parser, checkpoint, device="cpu"):
+        looked_up.append((parser, Path(checkpoint).resolve()))
+        raise WeightsError("stop here: the file was found")
+
+    monkeypatch.setattr(mask, "load_parser_model", load_parser_model)
+    monkeypatch.delenv("VIDGPEN_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "parsing_parsenet.pth").write_bytes(b"stand-in")
+    args = list(recipe_args)
+    args[args.index("--mask") + 1] = "parsenet"
+    code, _, stderr = run_cli("restore", photo, "-o", "out.png", *args)
+    assert code == 2 and "stop here" in stderr
+    assert looked_up == [("parsenet", (tmp_path / "weights" / "parsing_parsenet.pth").resolve())]
+    (tmp_path / "weights" / "parsing_parsenet.pth").unlink()
+    code, _, stderr = run_cli("restore", photo, "-o", "out.png", *args)
+    assert code == 2 and f"not found in {Path.cwd() / 'weights'};" in stderr
+    assert "'vidgpen weights download ParseNet'" in stderr
+
+
+@pytest.mark.parametrize("variant, purpose", [("GPEN-Colorization-1024", "colours a grey"),
+                                              ("GPEN-Inpainting-1024", "fills in masked-out parts"),
+                                              ("GPEN-Seg2face-512", "draws a face from a 512x512 face-parsing")])
+def test_restore_refuses_the_variants_that_do_not_restore_faces(variant, purpose, photo, tmp_path, loads):
+    code, stdout, stderr = run_cli("restore", photo, "-o", tmp_path / "out.png", "--model", variant)
+    assert (code, stdout) == (2, "") and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith(f"vidgpen: error: --model {variant} {purpose}") and "use a GPEN-BFR model" in stderr
+    assert loads == []
+
+
+def test_the_library_still_loads_the_other_variants(tmp_path):
+    import json
+
+    import torch
+
+    from vidgpen.models.recipe import recipe_state_dict
+    from vidgpen.models.restorer import load_restorer
+
+    manifest = json.loads((Path(__file__).parent / "data" / "manifest-GPEN-Seg2face-512.json").read_text())
+    path = tmp_path / "seg2face.pth"
+    torch.save(recipe_state_dict(manifest), path)
+    restorer = load_restorer(path, "cpu", "fp32", model="GPEN-Seg2face-512")
+    assert restorer.variant == "GPEN-Seg2face-512" and restorer.spec.task == "seg2face"
+    options = RestoreOptions(model=None, weights=path, detector="mtcnn", mask="feathered", dtype="fp32")
+    with pytest.raises(OptionError, match="holds GPEN-Seg2face-512, which is not a face restoration model"):
+        pipeline.build_engine(options, restorer=restorer)

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from vidgpen.config import RestoreOptions
-from vidgpen.errors import InputError, OutputError, VidgpenError
-from vidgpen.pipeline import FaceEngine, Progress, RunSummary, build_engine, restore_photo, run_video, save_face_crops
+from vidgpen.errors import InputError, OptionError, OutputError, VidgpenError
+from vidgpen.pipeline import (FaceEngine, Progress, RunSummary, build_engine, open_report, restore_photo, run_video,
+                              save_face_crops)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -102,13 +103,34 @@ def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: b
         raise
 
 
+# Options that only mean something for a video, with their defaults: set on a photo, they are refused.
+_VIDEO_ONLY = {"start": None, "end": None, "codec": None, "crf": None, "preset": None, "pix_fmt": None,
+               "drop_incompatible": False, "resume": False, "detect_every": 1, "smoothing": "window", "lookahead": 4,
+               "temporal_strength": 0.6}
+
+
+def _refuse_video_only_options(options: RestoreOptions, src: Path) -> None:
+    for name, default in _VIDEO_ONLY.items():
+        if getattr(options, name) != default:
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} is for videos; {src.name} is a photo (photo mode has no time axis to use it)")
+
+
 def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
                   engine: FaceEngine | None = None, notice: Callable[[str], None] | None = None,
                   **kwargs) -> RunSummary:
-    """Restore the faces of a photo into ``dst`` (format from its extension)."""
+    """Restore the faces of a photo into ``dst`` (format from its extension); ``report`` lists its faces.
+
+    Video-only options (``start``, ``codec``, ``smoothing``, ...) set to anything but their defaults are refused."""
+    options = _options(options, kwargs)
+    _refuse_video_only_options(options, Path(src))
+    return _restore_image(src, dst, options, engine, notice)
+
+
+def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, engine: FaceEngine | None,
+                   notice: Callable[[str], None] | None) -> RunSummary:
     import time
 
-    options = _options(options, kwargs)
     _check_extras(options)
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
@@ -121,10 +143,18 @@ def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     if engine.options is not options:
         engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
     started = time.perf_counter()
-    restored, faces = restore_photo(image, engine)
-    if options.compare:
-        restored = np.concatenate([image, restored], axis=1)
-    write_image_atomically(dst, restored, overwrite=options.overwrite)
+    report = open_report(options, engine, src)
+    try:
+        restored, faces = restore_photo(image, engine, report)
+        if options.compare:
+            restored = np.concatenate([image, restored], axis=1)
+        write_image_atomically(dst, restored, overwrite=options.overwrite)
+    except BaseException:
+        if report is not None:
+            report.abort()
+        raise
+    if report is not None:
+        report.close()
     if options.save_faces is not None and faces:
         save_face_crops(Path(options.save_faces), src.stem, faces)
     summary = RunSummary(output=dst, frames=1, faces=len(faces))
@@ -151,6 +181,9 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise InputError(f"{src} is not a folder")
+    if options.report is not None:
+        raise OptionError("--report writes the faces of one photo or video; run each file of a folder on its own "
+                          "to get its report")
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"{dst} exists and is not a folder; a folder input needs a folder output")
     if dst.resolve() == src.resolve():
@@ -165,7 +198,7 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
         target = dst / path.name
         try:
             if is_image_path(path):
-                result = restore_image(path, target, options=options, engine=engine)
+                result = _restore_image(path, target, options, engine, notice)
             else:
                 progress = progress_factory() if progress_factory else None
                 result = restore_video(path, target, options=options, engine=engine, progress=progress,

@@ -10,6 +10,14 @@ from vidgpen.errors import OptionError
 from vidgpen.faces.align import TEMPLATES
 
 
+# The official variants that do another job than blind face restoration: refused by restore, with what they are for.
+NOT_FOR_RESTORE = {
+    "GPEN-Colorization-1024": "colours a grey aligned 1024x1024 face crop",
+    "GPEN-Inpainting-1024": "fills in masked-out parts of an aligned 1024x1024 face crop",
+    "GPEN-Seg2face-512": "draws a face from a 512x512 face-parsing label map",
+}
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """Everything a restore run can be told. Defaults are what ``vidgpen restore`` uses.
@@ -66,6 +74,10 @@ class RestoreOptions:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        if self.model in NOT_FOR_RESTORE:
+            raise OptionError(f"--model {self.model} {NOT_FOR_RESTORE[self.model]}, not for restoring faces in "
+                              "videos and photos; use a GPEN-BFR model (the library still loads it: "
+                              f"vidgpen.load_restorer(path, model={self.model!r}))")
         if not 0.0 <= self.alpha <= 1.0:
             raise OptionError(f"--alpha must be within 0..1, got {self.alpha}")
         if not 0.0 <= self.temporal_strength <= 1.0:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from vidgpen.config import RestoreOptions
+from vidgpen.errors import OptionError
 from vidgpen.faces.align import fit_crop, warp_crop
 from vidgpen.faces.detect import FaceDetector, make_detector
 from vidgpen.faces.mask import FaceMasker, build_masker
@@ -34,7 +35,7 @@ from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.select import select_faces
 from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
-from vidgpen.faces.types import TrackedFrame
+from vidgpen.faces.types import TrackedFace, TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype, slow_dtype_warning
 from vidgpen.resume import RestoredFaceStore, add_note, run_journal
 from vidgpen.video.frame import VideoFrame
@@ -106,6 +107,10 @@ class FaceEngine:
 def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None = None,
                  restorer: GPENRestorer | None = None) -> FaceEngine:
     """Load the checkpoint (downloading it unless offline), the detector and the masker."""
+    from vidgpen.weights import ensure_weights, weights_dir
+
+    # Resolved once, so the checkpoint, the detector and the parser are all looked up in the same folder.
+    folder = weights_dir(options.weights_dir)
     checkpoint = None
     if restorer is None:
         # A device or dtype this machine lacks is reported before a checkpoint is read or downloaded.
@@ -117,16 +122,17 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
         if options.weights is not None:
             path = Path(options.weights)
         else:
-            from vidgpen.weights import ensure_weights
-
-            path = ensure_weights(options.model or "GPEN-BFR-512", options.weights_dir, offline=options.offline)
+            path = ensure_weights(options.model or "GPEN-BFR-512", folder, offline=options.offline)
         checkpoint = path
         restorer = load_restorer(path, options.device, options.dtype, model=options.model,
                                  batch_size=options.batch_size, compile=options.compile)
+    if restorer.spec.task != "bfr":
+        raise OptionError(f"{checkpoint or 'the restorer'} holds {restorer.variant}, which is not a face restoration "
+                          "model; use a GPEN-BFR checkpoint")
     device = str(restorer.device)
-    detector = make_detector(options.detector, weights_dir=options.weights_dir, device=device,
+    detector = make_detector(options.detector, weights_dir=folder, device=device,
                              max_side=options.detect_max_side, notice=notice)
-    masker = build_masker(options.mask, weights_dir=options.weights_dir, device=device)
+    masker = build_masker(options.mask, weights_dir=folder, device=device)
     if notice and getattr(masker, "name", "") == "feathered" and options.mask == "auto":
         notice("no face-parsing weights found; pasting with a feathered face mask "
                "('vidgpen weights download ParseNet' gets the official parsing mask)")
@@ -304,7 +310,7 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
         if options.compare:
             width, height = reader.info.width, reader.info.height
             writer_size = (2 * width, height)
-        report = _open_report(options, engine, src)
+        report = open_report(options, engine, src)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -364,11 +370,12 @@ def _expected_frames(reader) -> int | None:
     return max(1, round((end - begin) * float(info.average_fps)))
 
 
-def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
+def open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWriter | None:
     if options.report is None:
         return None
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
+            "mask": getattr(engine.masker, "name", type(engine.masker).__name__),
             "smoothing": options.smoothing, "lookahead": options.lookahead}
     return ReportWriter(options.report, meta=meta)
 
@@ -506,13 +513,22 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
 # Photos
 # ---------------------------------------------------------------------------------------------------------------
 
-def restore_photo(image: np.ndarray, engine: FaceEngine) -> tuple[np.ndarray, list[_FaceWork]]:
-    """image: ``[H, W, 3]`` uint8 RGB -> the restored image and the faces that were restored."""
+def restore_photo(image: np.ndarray, engine: FaceEngine,
+                  report: ReportWriter | None = None) -> tuple[np.ndarray, list[_FaceWork]]:
+    """image: ``[H, W, 3]`` uint8 RGB -> the restored image and the faces that were restored.
+
+    ``report`` receives the photo as frame 0: each face's box, score, landmarks and crop matrix."""
     options = engine.options
     detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
                               max_faces=options.max_faces, frame_size=image.shape[:2])
     faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box, template=options.template)
              for i, d in enumerate(detections)]
+    if report is not None:
+        tracked = tuple(TrackedFace(track_id=i, score=d.score, box=d.box, raw_landmarks=d.landmarks,
+                                    smoothed_landmarks=d.landmarks.astype(np.float64), smoothed_box=d.box)
+                        for i, d in enumerate(detections))
+        report.write(TrackedFrame(frame_index=0, pts_seconds=0.0, scene_cut=False, faces=tracked),
+                     {f.track_id: f.crop_matrix for f in faces})
     if not faces:
         return image, faces
     restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))

@@ -188,11 +188,12 @@ def feathered_mask(size: int) -> np.ndarray:
 
 
 def find_parser_weights(parser: str, weights_dir: str | Path | None) -> Path | None:
-    """The parser's checkpoint file in ``weights_dir``, or None when it is not there."""
-    if weights_dir is None:
-        return None
+    """The parser's checkpoint file in ``weights_dir`` (default: vidgpen's weights folder), or None."""
+    from vidgpen.weights import weights_dir as resolve_weights_dir
+
+    folder = resolve_weights_dir(weights_dir)
     for file_name in PARSERS[parser].file_names:
-        path = Path(weights_dir) / file_name
+        path = folder / file_name
         if path.is_file():
             return path
     return None
@@ -264,9 +265,13 @@ def build_masker(source: MaskSource = "auto", weights_dir: str | Path | None = N
             return ParsingMasker(load_parser_model(parser, checkpoint, device), parser, device)
     if source == "auto":
         return FeatheredMasker()
+    from vidgpen.weights import weights_dir as resolve_weights_dir
+
     names = " or ".join(PARSERS[source].file_names)
+    registry_name = {"parsenet": "ParseNet", "bisenet": "BiSeNet"}[source]
     raise WeightsError(
-        f"face parser weights {names} not found in {weights_dir}; download them or use the feathered mask"
+        f"face parser weights {names} not found in {resolve_weights_dir(weights_dir)}; run 'vidgpen weights "
+        f"download {registry_name}' or use --mask feathered"
     )
 
 
