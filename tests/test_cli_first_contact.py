@@ -266,3 +266,86 @@ def test_the_library_still_loads_the_other_variants(tmp_path):
     options = RestoreOptions(model=None, weights=path, detector="mtcnn", mask="feathered", dtype="fp32")
     with pytest.raises(OptionError, match="holds GPEN-Seg2face-512, which is not a face restoration model"):
         pipeline.build_engine(options, restorer=restorer)
+
+
+# ------------------------------------------------------------------------ mistakes found before any model loads
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    from vidgpen.samples import write_face_clip
+
+    return write_face_clip(tmp_path_factory.mktemp("short") / "short.mp4", frames=4, width=320, height=180, fps=24)
+
+
+UNWRITABLE = Path("/sys")  # not writable even for root
+
+
+def _late_mistakes(tmp: Path, clip: Path, photo: Path) -> dict[str, tuple[list, str]]:
+    """name -> (argv after the recipe options are added, phrase the one-line message must contain)."""
+    text_video = tmp / "notes.mp4"
+    text_video.write_text("plain text with a video extension")
+    existing = tmp / "existing.mp4"
+    existing.write_bytes(b"keep me")
+    empty_weights = tmp / "no-weights"
+    empty_weights.mkdir()
+    folder = tmp / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(photo.read_bytes())
+    out = tmp / "out.mp4"
+    video = ["restore", clip, "-o", out]
+    return {
+        "missing input": (["restore", tmp / "nothere.mp4", "-o", out], "no such file"),
+        "text file named .mp4": (["restore", text_video, "-o", out], "not a video"),
+        "output folder missing": (["restore", clip, "-o", tmp / "nodir" / "out.mp4"], "does not exist"),
+        "output folder unwritable": (["restore", clip, "-o", UNWRITABLE / "out.mp4"], "cannot write in /sys"),
+        "photo output folder unwritable": (["restore", photo, "-o", UNWRITABLE / "out.png"], "cannot write in /sys"),
+        "folder output unwritable": (["restore", folder, "-o", UNWRITABLE / "out"], "cannot write in /sys"),
+        "output exists": (["restore", clip, "-o", existing], "--overwrite"),
+        "video to a photo name": (["restore", clip, "-o", tmp / "video.png"], ".png"),
+        "unknown codec": ([*video, "--codec", "nonsense"], "nonsense"),
+        "crf out of range": ([*video, "--crf", "99"], "crf 99"),
+        "unknown preset": ([*video, "--preset", "warp9"], "warp9"),
+        "start past the end": ([*video, "--start", "100"], "past the end"),
+        "report folder missing": ([*video, "--report", tmp / "nodir" / "r.json"], "does not exist"),
+        "report is a folder": ([*video, "--report", tmp], "is a folder"),
+        "report unwritable": ([*video, "--report", UNWRITABLE / "r.json"], "cannot write in /sys"),
+        "report is the output": ([*video, "--report", out], "is also the input or the output"),
+        "save-faces is a file": ([*video, "--save-faces", text_video], "--save-faces"),
+        "save-faces unwritable": ([*video, "--save-faces", UNWRITABLE / "faces"], "cannot write in /sys"),
+        "photo report folder missing": (["restore", photo, "-o", tmp / "p.png", "--report", tmp / "x" / "r.json"],
+                                        "does not exist"),
+        "retinaface without weights": ([*video, "--weights-dir", empty_weights, "--detector", "retinaface"],
+                                       "'vidgpen weights download RetinaFace-R50'"),
+        "parsenet without weights": ([*video, "--weights-dir", empty_weights, "--mask", "parsenet"],
+                                     "'vidgpen weights download ParseNet'"),
+        "alpha out of range": ([*video, "--alpha", "2"], "--alpha"),
+    }
+
+
+LATE_MISTAKES = ["missing input", "text file named .mp4", "output folder missing", "output folder unwritable",
+                 "photo output folder unwritable", "folder output unwritable", "output exists",
+                 "video to a photo name", "unknown codec", "crf out of range", "unknown preset", "start past the end",
+                 "report folder missing", "report is a folder", "report unwritable", "report is the output",
+                 "save-faces is a file", "save-faces unwritable", "photo report folder missing",
+                 "retinaface without weights", "parsenet without weights", "alpha out of range"]
+
+
+@pytest.mark.parametrize("mistake", LATE_MISTAKES)
+def test_every_path_and_option_is_checked_before_a_model_is_loaded(mistake, short_clip, photo, recipe_args,
+                                                                   tmp_path, loads):
+    if mistake.endswith("unwritable") and not UNWRITABLE.is_dir():
+        pytest.skip("needs Linux's /sys")
+    argv, phrase = _late_mistakes(tmp_path, short_clip, photo)[mistake]
+    # The mistake's own options come last, so they override the recipe's (--mask, --detector).
+    argv = [*argv[:4], *recipe_args, *argv[4:]]
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    code, stdout, stderr = run_cli(*argv)
+    assert (code, stdout) == (2, "")
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("vidgpen: error: ") and phrase in stderr, stderr
+    assert loads == [], f"{loads} loaded before the mistake was reported"
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before  # nothing written
+
+
+def test_every_late_mistake_is_tested(tmp_path, short_clip, photo):
+    assert sorted(_late_mistakes(tmp_path, short_clip, photo)) == sorted(LATE_MISTAKES)

@@ -42,25 +42,43 @@ def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     the same result (see :mod:`vidgpen.resume`).
     """
     options = _options(options, kwargs)
-    _check_extras(options)
+    _check_video_job(src, dst, options)  # every path and option, before a model is loaded or downloaded
     if engine is None:
-        _check_video_paths(src, dst, options.overwrite)  # before a model is loaded or downloaded
         engine = build_engine(options, notice)
     if engine.options is not options:
         engine = dataclasses.replace(engine, options=options)
+    _make_extras_folders(options)
     return run_video(src, dst, engine, progress, notice)
 
 
-def _check_video_paths(src: str | Path, dst: str | Path, overwrite: bool) -> None:
-    """The input is a readable video and ``dst`` may be written: the writer checks this again when it opens."""
+def _check_video_job(src: str | Path, dst: str | Path, options: RestoreOptions) -> None:
+    """The input is a readable video, and the writer would accept ``dst`` with these options (folder, name,
+    container, codec, quality, pixel format, streams, trim), and the extras can be written: the writer checks
+    again when it opens, but by then the models are loaded."""
     from vidgpen.video import probe
+    from vidgpen.video.writer import VideoWriter
 
     info = probe(src)
-    dst = Path(dst)
-    if dst.exists() and os.path.samefile(dst, info.path):
-        raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
-    if dst.exists() and not overwrite and not dst.is_dir():
-        raise OutputError(f"{dst} already exists; pass --overwrite to replace it or choose another name")
+    writer = VideoWriter(dst, info, codec=options.codec, crf=options.crf, preset=options.preset,
+                         pix_fmt=options.pix_fmt, overwrite=options.overwrite,
+                         drop_incompatible=options.drop_incompatible, start=options.start, end=options.end)
+    writer.release_unused()
+    _check_writable_folder(Path(dst).parent, f"the output {dst}")
+    _check_extras(options, src, dst)
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Create and delete a file in ``folder`` (permission bits do not tell: root, read-only mounts, ACLs)."""
+    folder = folder if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{what}: the folder {folder} does not exist; create it first")
+    try:
+        descriptor, probe_file = tempfile.mkstemp(prefix=".vidgpen-write-check.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{what}: cannot write in {folder} ({exc.strerror}); choose a folder you can "
+                          "write to") from None
+    os.close(descriptor)
+    os.unlink(probe_file)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -131,15 +149,18 @@ def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, en
                    notice: Callable[[str], None] | None) -> RunSummary:
     import time
 
-    _check_extras(options)
+    # Every path and option before the model is loaded, not after the work is done.
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
     if dst.exists() and not options.overwrite:
         raise OutputError(f"{dst} exists; pass --overwrite to replace it")
-    _check_image_destination(dst)  # before the model is loaded, not after the work is done
+    _check_image_destination(dst)
+    _check_writable_folder(dst.parent, f"the output {dst}")
+    _check_extras(options, src, dst)
     image = read_image(src)
     engine = engine or build_engine(options, notice)
+    _make_extras_folders(options)
     if engine.options is not options:
         engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
     started = time.perf_counter()
@@ -191,8 +212,10 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     if not files:
         raise InputError(f"{src} holds no photos or videos (looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
-    dst.mkdir(parents=True, exist_ok=True)
+    _check_writable_folder(_nearest_existing(dst), f"the output folder {dst}")
+    _check_extras(options, src, dst)
     engine = build_engine(options, notice)
+    dst.mkdir(parents=True, exist_ok=True)
     summary = FolderSummary()
     for path in files:
         target = dst / path.name
@@ -215,9 +238,31 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     return summary
 
 
-def _check_extras(options: RestoreOptions) -> None:
+def _check_extras(options: RestoreOptions, src: str | Path, dst: str | Path) -> None:
+    """--report and --save-faces can be written (nothing is created yet)."""
     if options.save_faces is not None:
         folder = Path(options.save_faces)
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"--save-faces {folder} is a file; give a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(_nearest_existing(folder), f"--save-faces {folder}")
+    if options.report is not None:
+        report = Path(options.report)
+        if report.is_dir():
+            raise OutputError(f"--report {report} is a folder; give a file name such as {report / 'faces.json'}")
+        for other in (Path(src), Path(dst)):
+            if report.resolve() == other.resolve():
+                raise OutputError(f"--report {report} is also the input or the output; give it another name")
+        _check_writable_folder(report.parent, f"--report {report}")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or the closest of its parents that exists (where creating it will start)."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _make_extras_folders(options: RestoreOptions) -> None:
+    if options.save_faces is not None:
+        Path(options.save_faces).mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,15 @@ NOT_FOR_RESTORE = {
 }
 
 
+# The options that take one of a few words, checked when the options are made (before anything is loaded).
+_CHOICES = {
+    "detector": ("auto", "retinaface", "retinaface-mobile", "mtcnn"),
+    "faces": ("all", "largest", "center"),
+    "smoothing": ("window", "one-euro", "none"),
+    "mask": ("auto", "parsenet", "bisenet", "feathered"),
+}
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """Everything a restore run can be told. Defaults are what ``vidgpen restore`` uses.
@@ -86,6 +95,10 @@ class RestoreOptions:
             raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.detect_max_side < 64:
             raise OptionError(f"--detect-max-side must be at least 64 pixels, got {self.detect_max_side}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise OptionError(f"{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.template not in TEMPLATES:
             raise OptionError(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.paste_mode not in ("replace", "residual"):

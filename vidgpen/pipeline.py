@@ -27,8 +27,8 @@ import numpy as np
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError
 from vidgpen.faces.align import fit_crop, warp_crop
-from vidgpen.faces.detect import FaceDetector, make_detector
-from vidgpen.faces.mask import FaceMasker, build_masker
+from vidgpen.faces.detect import FaceDetector, check_detector_weights, make_detector
+from vidgpen.faces.mask import FaceMasker, build_masker, check_masker_weights
 from vidgpen.faces.paste import PasteItem, paste_faces
 from vidgpen.faces.report import ReportWriter
 from vidgpen.faces.scene import SceneCutDetector
@@ -111,9 +111,12 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
 
     # Resolved once, so the checkpoint, the detector and the parser are all looked up in the same folder.
     folder = weights_dir(options.weights_dir)
+    # Everything that can be wrong is reported before a model is read, loaded or downloaded: the device and dtype,
+    # then the detector's and the parser's weights when they were asked for by name.
+    check_detector_weights(options.detector, folder)
+    check_masker_weights(options.mask, folder)
     checkpoint = None
     if restorer is None:
-        # A device or dtype this machine lacks is reported before a checkpoint is read or downloaded.
         device = pick_device(options.device)
         pick_dtype(options.dtype, device)
         slow = slow_dtype_warning(options.dtype, device)

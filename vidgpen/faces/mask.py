@@ -265,14 +265,25 @@ def build_masker(source: MaskSource = "auto", weights_dir: str | Path | None = N
             return ParsingMasker(load_parser_model(parser, checkpoint, device), parser, device)
     if source == "auto":
         return FeatheredMasker()
+    raise _missing_parser_weights(source, weights_dir)
+
+
+def check_masker_weights(source: MaskSource, weights_dir: str | Path | None = None) -> None:
+    """Raise the error :func:`build_masker` would, without loading anything: an unknown source, or an explicitly
+    requested parser whose weights are not in the weights folder."""
+    if source not in MASK_SOURCES:
+        raise OptionError(f"unknown mask source {source!r}; choose one of {', '.join(MASK_SOURCES)}")
+    if source in PARSERS and find_parser_weights(source, weights_dir) is None:
+        raise _missing_parser_weights(source, weights_dir)
+
+
+def _missing_parser_weights(parser: str, weights_dir: str | Path | None) -> WeightsError:
     from vidgpen.weights import weights_dir as resolve_weights_dir
 
-    names = " or ".join(PARSERS[source].file_names)
-    registry_name = {"parsenet": "ParseNet", "bisenet": "BiSeNet"}[source]
-    raise WeightsError(
-        f"face parser weights {names} not found in {resolve_weights_dir(weights_dir)}; run 'vidgpen weights "
-        f"download {registry_name}' or use --mask feathered"
-    )
+    names = " or ".join(PARSERS[parser].file_names)
+    registry_name = {"parsenet": "ParseNet", "bisenet": "BiSeNet"}[parser]
+    return WeightsError(f"face parser weights {names} not found in {resolve_weights_dir(weights_dir)}; run "
+                        f"'vidgpen weights download {registry_name}' or use --mask feathered")
 
 
 def _check_crops(restored_crops: np.ndarray) -> np.ndarray:
