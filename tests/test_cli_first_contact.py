@@ -349,3 +349,60 @@ def test_every_path_and_option_is_checked_before_a_model_is_loaded(mistake, shor
 
 def test_every_late_mistake_is_tested(tmp_path, short_clip, photo):
     assert sorted(_late_mistakes(tmp_path, short_clip, photo)) == sorted(LATE_MISTAKES)
+
+
+# ------------------------------------------------------------------------------------------ names and help
+
+
+def test_weights_list_recognises_the_official_file_names_and_says_what_to_rename(recipe_checkpoint_256, tmp_path):
+    from vidgpen.faces.detect import check_detector_weights
+    from vidgpen.faces.mask import find_parser_weights
+
+    for name in ("pytorch_model.pt", "pytorch_model-2048.pt", "RetinaFace-R50.pth", "ParseNet-latest.pth"):
+        (tmp_path / name).write_bytes(b"stand-in")
+    (tmp_path / "GPEN-BFR-256 (1).pth").symlink_to(recipe_checkpoint_256)  # a browser's second download
+    (tmp_path / "model_final.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "notes.txt").write_text("not a checkpoint name; ignored")
+    code, stdout, stderr = run_cli("weights", "list", "--dir", tmp_path)
+    assert code == 0, stderr
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.startswith(("GPEN", "Retina", "Parse"))}
+    assert rows["GPEN-BFR-1024"][2:4] == ["pytorch_model.pt", "present"]
+    assert rows["GPEN-BFR-2048"][2:4] == ["pytorch_model-2048.pt", "present"]
+    assert rows["RetinaFace-R50"][2:4] == ["RetinaFace-R50.pth", "present"]
+    assert rows["ParseNet"][2:4] == ["ParseNet-latest.pth", "present"]
+    assert rows["GPEN-BFR-256"][2:4] == ["GPEN-BFR-256.pth", "missing"]
+    unrecognised = [line for line in stdout.splitlines() if line.startswith("unrecognised file")]
+    assert unrecognised == [
+        "unrecognised file GPEN-BFR-256 (1).pth: holds GPEN-BFR-256: rename it to GPEN-BFR-256.pth",
+        "unrecognised file model_final.pth: not a GPEN generator vidgpen recognises; if it is a detector or parser "
+        "file, rename it to the FILE of its row above",
+    ]
+    # The run uses them under those names too.
+    check_detector_weights("retinaface", tmp_path)  # no error: found as RetinaFace-R50.pth
+    assert find_parser_weights("parsenet", tmp_path) == tmp_path / "ParseNet-latest.pth"
+
+
+def test_every_restore_option_says_what_it_does_and_its_default():
+    import re
+
+    code, stdout, _ = run_cli("restore", "--help")
+    assert code == 0
+    entries: dict[str, str] = {}
+    current = None
+    for line in stdout.splitlines():
+        start = re.match(r"^  (-[\w-]+(?: [A-Z.{}_,\w-]+)?(?:, --?[\w-]+(?: [\w.{},-]+)?)*)(?:\s{2,}(.*))?$", line)
+        if start:
+            current = start.group(1)
+            entries[current] = start.group(2) or ""
+        elif current and re.match(r"^\s{4,}\S", line):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    parser = cli.build_parser().commands["restore"]
+    options = {a.option_strings[-1] for a in parser._actions if a.option_strings and a.dest != "help"}
+    described = {re.findall(r"--[\w-]+", head)[-1]: text for head, text in entries.items()}
+    assert set(described) >= options
+    for option in sorted(options):
+        text = described[option]
+        assert len(text.split()) >= 4, f"{option}: {text!r}"  # says what it does
+        assert "default" in text, f"{option} does not state its default: {text!r}"
