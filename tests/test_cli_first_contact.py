@@ -406,3 +406,32 @@ def test_every_restore_option_says_what_it_does_and_its_default():
         text = described[option]
         assert len(text.split()) >= 4, f"{option}: {text!r}"  # says what it does
         assert "default" in text, f"{option} does not state its default: {text!r}"
+
+
+# ------------------------------------------------------------------------------------------------- notices
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_fallback_notices_once_per_run_with_the_command_that_changes_them(quiet, photo, short_clip, recipe_args,
+                                                                          tmp_path, loads):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(photo.read_bytes())
+    (folder / "c.mp4").write_bytes(short_clip.read_bytes())
+    empty_weights = tmp_path / "weights"
+    empty_weights.mkdir()
+    auto = [*recipe_args, "--detector", "auto", "--mask", "auto", "--weights-dir", empty_weights]
+    runs = [(folder, tmp_path / "out")] + ([] if quiet else [(folder / "a.png", tmp_path / "a.png")])
+    for source, out in runs:
+        code, _, stderr = run_cli("restore", source, "-o", out, *auto, *(["--quiet"] if quiet else []))
+        assert code == 0, stderr
+        notes = [line for line in stderr.splitlines() if line.startswith("vidgpen: note:")]
+        if quiet:
+            assert stderr == "" and notes == []
+            continue
+        detector = [n for n in notes if "MTCNN" in n]
+        mask = [n for n in notes if "feathered" in n]
+        assert len(detector) == 1 and "'vidgpen weights download RetinaFace-R50'" in detector[0], stderr
+        assert len(mask) == 1 and "'vidgpen weights download ParseNet'" in mask[0], stderr
+        assert len(notes) == 2, notes

@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> int:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
 
+    noticed: set[str] = set()
+
     def notice(message: str) -> None:
-        if not args.quiet:
+        # Once per run, however many files of a folder would say the same.
+        if not args.quiet and message not in noticed:
+            noticed.add(message)
             console.print(f"vidgpen: note: {message}", soft_wrap=True, markup=False)
 
     if src.is_dir():
