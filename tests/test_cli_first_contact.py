@@ -435,3 +435,45 @@ def test_fallback_notices_once_per_run_with_the_command_that_changes_them(quiet,
         assert len(detector) == 1 and "'vidgpen weights download RetinaFace-R50'" in detector[0], stderr
         assert len(mask) == 1 and "'vidgpen weights download ParseNet'" in mask[0], stderr
         assert len(notes) == 2, notes
+
+
+# ------------------------------------------------------------------------------------------ short-lived faces
+
+
+@pytest.fixture(scope="module")
+def two_frame_clip(tmp_path_factory) -> Path:
+    from vidgpen.samples import write_face_clip
+
+    return write_face_clip(tmp_path_factory.mktemp("two") / "two.mp4", frames=2, width=320, height=180, fps=24)
+
+
+def test_a_face_in_a_two_frame_clip_is_restored(two_frame_clip, recipe_args, tmp_path, loads):
+    import av
+    import numpy as np
+
+    out = tmp_path / "out.mp4"
+    code, _, stderr = run_cli("restore", two_frame_clip, "-o", out, *recipe_args)
+    assert code == 0, stderr
+    assert f"{out}: 2 frame(s), 2 face(s) restored in " in stderr
+    assert "left out" not in stderr
+    with av.open(str(two_frame_clip)) as before, av.open(str(out)) as after:
+        changes = [np.abs(a.to_ndarray(format="rgb24").astype(int) - b.to_ndarray(format="rgb24")).mean()
+                   for a, b in zip(before.decode(video=0), after.decode(video=0))]
+    assert len(changes) == 2 and min(changes) > 1  # both frames got a restored face, not a re-encode only
+
+
+def test_the_summary_says_how_many_detections_were_left_out_and_why(two_frame_clip, recipe_args, tmp_path, loads,
+                                                                     monkeypatch):
+    import functools
+
+    code, _, stderr = run_cli("restore", two_frame_clip, "-o", tmp_path / "small.mp4", "--min-face", "500",
+                              *recipe_args)
+    assert code == 0, stderr
+    assert ("0 face(s) restored" in stderr and "; 2 detection(s) left out: 2 not selected (smaller than --min-face, "
+            "or left out by --faces / --max-faces)" in stderr), stderr
+    # A detector that is never confident enough: the 2-frame track is below the confirmation age and left out.
+    monkeypatch.setattr(pipeline, "FaceTracker", functools.partial(pipeline.FaceTracker, confident_score=1.5))
+    code, _, stderr = run_cli("restore", two_frame_clip, "-o", tmp_path / "short.mp4", *recipe_args)
+    assert code == 0, stderr
+    assert ("0 face(s) restored" in stderr and "; 2 detection(s) left out: 2 seen in fewer than 3 frames with scores "
+            "below 1.5 (likely false detections)" in stderr), stderr

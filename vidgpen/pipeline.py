@@ -82,6 +82,7 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     warnings: list[str] = field(default_factory=list)
     faces_reused: int = 0  # restored by an earlier, interrupted run and taken from its saved progress
+    left_out: dict[str, int] = field(default_factory=dict)  # detections not restored, per reason (a phrase)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,6 +413,7 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
 
     # Each frame is analysed once the next one has arrived, so the last frame of the video is known and always
     # searched: with --detect-every N the tracker then interpolates up to the end instead of dropping the tail.
+    not_selected = 0
     held = stages.get(in_q)
     while held is not _END:
         following = stages.get(in_q)
@@ -420,8 +422,10 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
         cut = scenes.is_cut(image)
         detections = None  # not searched: the tracker interpolates between the frames that were
         if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
-            detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
+            found = engine.detector.detect(image)
+            detections = select_faces(found, options.faces, min_face=options.min_face,
                                       max_faces=options.max_faces, frame_size=image.shape[:2])
+            not_selected += len(found) - len(detections)
             last_detected = frame.index
         waiting.append(frame)
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
@@ -429,6 +433,12 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
         emit(ready)
         held = following
     emit(tracker.flush())
+    left_out = {
+        "not selected (smaller than --min-face, or left out by --faces / --max-faces)": not_selected,
+        f"seen in fewer than {tracker.confirm_hits} frames with scores below {tracker.confident_score:g} "
+        "(likely false detections)": tracker.left_out_detections,
+    }
+    stages.summary.left_out.update({reason: count for reason, count in left_out.items() if count})
     stages.put(out_q, _END)
 
 

@@ -164,6 +164,10 @@ def _summary_line(summary) -> str:
     line = f"{summary.frames} frame(s), {summary.faces} face(s) restored in {summary.seconds:.1f} s ({fps:.2f} fps)"
     if summary.faces_reused:
         line += f" ({summary.faces_reused} taken from the saved progress)"
+    left_out = getattr(summary, "left_out", {})
+    if left_out:
+        line += f"; {sum(left_out.values())} detection(s) left out: " + ", ".join(
+            f"{count} {reason}" for reason, count in left_out.items())
     busy = {k: v for k, v in summary.stage_seconds.items() if v > 0}
     if busy:
         line += "; busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
