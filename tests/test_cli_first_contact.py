@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vidgpen import api, cli, pipeline
+from vidgpen import cli, pipeline
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError
 
@@ -40,7 +40,8 @@ def run_cli(*argv) -> tuple[int, str, str]:
      "vidgpen: error: unrecognized arguments: --zzzzzz (see 'vidgpen restore --help')"),
     (["flicker", "a.mp4", "b.mp4", "--repotr", "r.json"],
      "vidgpen: error: unrecognized arguments: --repotr r.json; did you mean --report? (see 'vidgpen flicker --help')"),
-    (["--verison"], "vidgpen: error: unrecognized arguments: --verison; did you mean --version? (see 'vidgpen --help')"),
+    (["--verison"],
+     "vidgpen: error: unrecognized arguments: --verison; did you mean --version? (see 'vidgpen --help')"),
     (["restore", "in.mp4", "-o", "out.mp4", "--model", "GPEN-BFR-999"],
      "(see 'vidgpen restore --help')"),
 ])
@@ -129,12 +130,14 @@ def test_explicit_bf16_warns_once_where_the_cpu_emulates_it(native_bf16, photo, 
     from vidgpen.models import restorer
 
     monkeypatch.setattr(restorer, "cpu_has_fast_bf16", lambda: native_bf16)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("a.png", "b.png"):
-        (folder / name).write_bytes(photo.read_bytes())
-    code, _, stderr = run_cli("restore", folder, "-o", tmp_path / "out", "--device", "cpu",
-                              *with_dtype(recipe_args, "bf16"))
+    source = photo
+    if not native_bf16:  # a folder of two photos: warned once per run, not once per file
+        source = tmp_path / "in"
+        source.mkdir()
+        for name in ("a.png", "b.png"):
+            (source / name).write_bytes(photo.read_bytes())
+    code, _, stderr = run_cli("restore", source, "-o", tmp_path / ("out" if source.is_dir() else "out.png"),
+                              "--device", "cpu", *with_dtype(recipe_args, "bf16"))
     assert code == 0, stderr
     warnings = [line for line in stderr.splitlines() if "--dtype bf16 on this CPU is emulated" in line]
     assert len(warnings) == (0 if native_bf16 else 1), stderr  # once per run, not once per file
@@ -365,7 +368,8 @@ def test_weights_list_recognises_the_official_file_names_and_says_what_to_rename
     (tmp_path / "notes.txt").write_text("not a checkpoint name; ignored")
     code, stdout, stderr = run_cli("weights", "list", "--dir", tmp_path)
     assert code == 0, stderr
-    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.startswith(("GPEN", "Retina", "Parse"))}
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines()
+            if line.startswith(("GPEN", "Retina", "Parse"))}
     assert rows["GPEN-BFR-1024"][2:4] == ["pytorch_model.pt", "present"]
     assert rows["GPEN-BFR-2048"][2:4] == ["pytorch_model-2048.pt", "present"]
     assert rows["RetinaFace-R50"][2:4] == ["RetinaFace-R50.pth", "present"]
@@ -477,3 +481,109 @@ def test_the_summary_says_how_many_detections_were_left_out_and_why(two_frame_cl
     assert code == 0, stderr
     assert ("0 face(s) restored" in stderr and "; 2 detection(s) left out: 2 seen in fewer than 3 frames with scores "
             "below 1.5 (likely false detections)" in stderr), stderr
+
+
+# ----------------------------------------------------------------------------------------- progress and summary
+
+
+def test_progress_total_with_end_is_the_exact_number_of_frames_written(short_clip, recipe_args, tmp_path, loads,
+                                                                      monkeypatch):
+    import re
+
+    from vidgpen.cli import progress as cli_progress
+
+    monkeypatch.setattr(cli_progress, "PLAIN_INTERVAL_SECONDS", 0.0)
+    # Frames at 0, 1/24, 2/24 s lie before 0.1 s: 3 frames (the rate gives round(0.1 * 24) = 2).
+    for start, end, frames in ((None, "0.1", 3), ("0.03", "0.1", 2), ("0.05", None, 2)):
+        out = tmp_path / f"{start}-{end}.mp4"
+        trim = [*(["--start", start] if start else []), *(["--end", end] if end else [])]
+        code, _, stderr = run_cli("restore", short_clip, "-o", out, *trim, *recipe_args)
+        assert code == 0, stderr
+        totals = {int(t) for t in re.findall(r"^short\.mp4: \d+/(\d+) frames", stderr, re.M)}
+        assert totals == {frames}, stderr
+        assert f"{out}: {frames} frame(s)" in stderr
+
+
+def test_first_eta_leaves_out_the_pipelines_fill_up(monkeypatch):
+    """10 s until the first frame is out (decoding ahead, look-ahead, first batch), then 1 frame per second: after 3
+    frames the ETA for the 7 left is 7 s, not the 28 s that spreading the fill-up over all frames would say."""
+    import io
+
+    from rich.console import Console
+
+    from vidgpen.cli import progress as cli_progress
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(cli_progress.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(cli_progress, "PLAIN_INTERVAL_SECONDS", 0.0)
+    buffer = io.StringIO()
+    progress = cli_progress.TerminalProgress(Console(file=buffer, width=80))
+    progress.start("clip.mp4", 10)
+    for now, frames in ((110.0, 1), (111.0, 2), (112.0, 3)):
+        clock["now"] = now
+        progress.update(frames, frames)
+    progress.finish()
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "clip.mp4: 1/10 frames,  0.10 fps  0.10 faces/s"  # no ETA from one frame
+    assert lines[-1] == "clip.mp4: 3/10 frames,  1.00 fps  1.00 faces/s, ETA 7s"
+
+
+def test_the_rich_bar_keeps_its_room_on_an_80_column_terminal():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from vidgpen.cli import progress as cli_progress
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
+    progress = cli_progress.TerminalProgress(console)
+    progress.start("a holiday video with a rather long file name [v2].mp4", 72)
+    progress.update(30, 30)
+    progress.finish()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    line = [part for part in re.split(r"[\r\n]", text) if part.strip()][-1]
+    assert len(line) <= 80, line
+    assert "30/72" in line and "fps" in line and "ETA " in line
+    assert line.index("30/72") - line.index("━") >= 25, line  # the bar itself (its undone part is blank here)
+    assert line.startswith("a holiday video…[v2].mp4 ━"), line  # the name shortened in the middle
+
+
+def test_flicker_shows_progress(short_clip, monkeypatch):
+    import re
+
+    from vidgpen.cli import progress as cli_progress
+
+    monkeypatch.setattr(cli_progress, "PLAIN_INTERVAL_SECONDS", 0.0)
+    code, stdout, stderr = run_cli("flicker", short_clip, short_clip, "--detector", "mtcnn")
+    assert code == 0, stderr
+    counts = [int(n) for n in re.findall(r"^short\.mp4: (\d+)/4 frames, ", stderr, re.M)]
+    assert counts and counts == sorted(counts) and counts[-1] == 4, stderr
+    assert "input" in stdout and "short.mp4" not in stderr.split("\n")[-1]
+    code, stdout, stderr = run_cli("flicker", short_clip, short_clip, "--detector", "mtcnn", "--quiet")
+    assert code == 0 and stderr == ""
+
+
+def test_summary_names_model_device_dtype_start_up_and_stage_shares(short_clip, recipe_args, recipe_engine,
+                                                                    tmp_path, monkeypatch, loads):
+    import re
+    import time
+
+    def slow_load(path, *args, **kwargs):
+        time.sleep(0.3)
+        return recipe_engine.restorer
+
+    monkeypatch.setattr(pipeline, "load_restorer", slow_load)
+    out = tmp_path / "out.mp4"
+    code, _, stderr = run_cli("restore", short_clip, "-o", out, *recipe_args)
+    assert code == 0, stderr
+    line = stderr.splitlines()[-1]
+    match = re.fullmatch(
+        rf"{re.escape(str(out))}: 4 frame\(s\), 4 face\(s\) restored in ([\d.]+) s \([\d.]+ fps\) with GPEN-BFR-256 on "
+        r"cpu \(fp32\); start-up ([\d.]+) s \(loading the models\); busy share of the run per stage \(they overlap, "
+        r"so the shares add up to more than 100%\): decode (\d+)%, analyse (\d+)%, restore (\d+)%, encode (\d+)%",
+        line)
+    assert match, line
+    assert float(match.group(2)) >= 0.3  # the load is counted in the start-up, not in the run
+    assert all(0 <= int(share) <= 100 for share in match.groups()[2:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,12 +44,17 @@ def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     """
     options = _options(options, kwargs)
     _check_video_job(src, dst, options)  # every path and option, before a model is loaded or downloaded
+    startup = 0.0
     if engine is None:
+        started = time.perf_counter()
         engine = build_engine(options, notice)
+        startup = time.perf_counter() - started
     if engine.options is not options:
         engine = dataclasses.replace(engine, options=options)
     _make_extras_folders(options)
-    return run_video(src, dst, engine, progress, notice)
+    summary = run_video(src, dst, engine, progress, notice)
+    summary.startup_seconds = startup
+    return summary
 
 
 def _check_video_job(src: str | Path, dst: str | Path, options: RestoreOptions) -> None:
@@ -147,8 +153,6 @@ def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions |
 
 def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, engine: FaceEngine | None,
                    notice: Callable[[str], None] | None) -> RunSummary:
-    import time
-
     # Every path and option before the model is loaded, not after the work is done.
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
@@ -159,7 +163,11 @@ def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, en
     _check_writable_folder(dst.parent, f"the output {dst}")
     _check_extras(options, src, dst)
     image = read_image(src)
-    engine = engine or build_engine(options, notice)
+    startup = 0.0
+    if engine is None:
+        started = time.perf_counter()
+        engine = build_engine(options, notice)
+        startup = time.perf_counter() - started
     _make_extras_folders(options)
     if engine.options is not options:
         engine = FaceEngine(options, engine.restorer, engine.detector, engine.masker)
@@ -178,7 +186,8 @@ def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, en
         report.close()
     if options.save_faces is not None and faces:
         save_face_crops(Path(options.save_faces), src.stem, faces)
-    summary = RunSummary(output=dst, frames=1, faces=len(faces))
+    summary = RunSummary(output=dst, frames=1, faces=len(faces), startup_seconds=startup)
+    summary.describe_engine(engine)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -187,6 +196,7 @@ def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, en
 class FolderSummary:
     results: list[RunSummary] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    startup_seconds: float = 0.0  # loading the models, once for the whole folder
 
 
 def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
@@ -214,9 +224,10 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
         raise InputError(f"{src} holds no photos or videos (looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
     _check_writable_folder(_nearest_existing(dst), f"the output folder {dst}")
     _check_extras(options, src, dst)
+    started = time.perf_counter()
     engine = build_engine(options, notice)
+    summary = FolderSummary(startup_seconds=time.perf_counter() - started)
     dst.mkdir(parents=True, exist_ok=True)
-    summary = FolderSummary()
     for path in files:
         target = dst / path.name
         try:

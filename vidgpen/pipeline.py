@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+import torch
 
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError
@@ -83,6 +84,16 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     faces_reused: int = 0  # restored by an earlier, interrupted run and taken from its saved progress
     left_out: dict[str, int] = field(default_factory=dict)  # detections not restored, per reason (a phrase)
+    startup_seconds: float = 0.0  # loading the models before the run (0 when the engine was handed in)
+    model: str = ""               # what actually ran: variant, device, dtype ("fp32", "bf16", "fp16")
+    device: str = ""
+    dtype: str = ""
+
+    def describe_engine(self, engine: "FaceEngine") -> None:
+        restorer = engine.restorer
+        self.model, self.device = restorer.variant, str(restorer.device)
+        self.dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+            restorer.dtype, str(restorer.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +317,7 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     options = engine.options
     progress = progress or _SilentProgress()
     summary = RunSummary(output=Path(dst))
+    summary.describe_engine(engine)
     stages = _Stages(summary)
     counts = {"frames": 0, "faces": 0}
     started = time.perf_counter()
@@ -358,8 +370,14 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
 
 
 def _expected_frames(reader) -> int | None:
-    """Frames the run will write, for the progress bar: the header's count, or the trimmed span times the rate."""
+    """Frames the run will write, for the progress bar: the header's count, or the packets' timestamps in the
+    trimmed range (see :mod:`vidgpen.video.count`); the span times the rate only when those cannot be read."""
+    from vidgpen.video.count import count_frames
+
     info, time_range = reader.info, reader.time_range
+    counted = count_frames(info, time_range)
+    if counted is not None:
+        return counted
     if time_range.start is None and time_range.end is None:
         return info.frame_count
     if not info.average_fps:

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                     "streams, timestamps, rotation and colour tags are kept; the output appears only when complete.")
     p.add_argument("input", type=Path, help="video, photo or folder of them")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output file, its extension picks the format (a folder for a folder input; required, no default)")
+                   help="output file, its extension picks the format (a folder for a folder input; required, "
+                        "no default)")
     model = p.add_argument_group("model")
     model.add_argument("--model", choices=list(VARIANTS), metavar="NAME",
                        help="GPEN variant: GPEN-BFR-256 (fast), GPEN-BFR-512, GPEN-BFR-1024, GPEN-BFR-2048 "
@@ -144,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
                                     progress_factory=lambda: TerminalProgress(console, args.quiet))
         if not args.quiet:
             failed = f"; {len(folder.failures)} failed" if folder.failures else ""
-            console.print(f"restored {len(folder.results)} file(s) into {args.output}{failed}",
-                          soft_wrap=True, markup=False)
+            console.print(f"restored {len(folder.results)} file(s) into {args.output}{failed} (start-up "
+                          f"{folder.startup_seconds:.1f} s loading the models, once)", soft_wrap=True, markup=False)
         return 1 if folder.failures else 0
     if api.is_image_path(src):
         summary = api.restore_image(src, args.output, options=options, notice=notice)
@@ -162,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
 def _summary_line(summary) -> str:
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
     line = f"{summary.frames} frame(s), {summary.faces} face(s) restored in {summary.seconds:.1f} s ({fps:.2f} fps)"
+    if summary.model:
+        line += f" with {summary.model} on {summary.device} ({summary.dtype})"
+    if summary.startup_seconds:
+        line += f"; start-up {summary.startup_seconds:.1f} s (loading the models)"
     if summary.faces_reused:
         line += f" ({summary.faces_reused} taken from the saved progress)"
     left_out = getattr(summary, "left_out", {})
@@ -169,6 +174,8 @@ def _summary_line(summary) -> str:
         line += f"; {sum(left_out.values())} detection(s) left out: " + ", ".join(
             f"{count} {reason}" for reason, count in left_out.items())
     busy = {k: v for k, v in summary.stage_seconds.items() if v > 0}
-    if busy:
-        line += "; busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
+    if busy and summary.seconds:
+        # The stages run at the same time, so their busy times add up to more than the run's.
+        line += ("; busy share of the run per stage (they overlap, so the shares add up to more than 100%): "
+                 + ", ".join(f"{k} {100 * v / summary.seconds:.0f}%" for k, v in busy.items()))
     return line
