@@ -40,6 +40,8 @@ def run_cli(*argv) -> tuple[int, str, str]:
      "vidgpen: error: unrecognized arguments: --zzzzzz (see 'vidgpen restore --help')"),
     (["flicker", "a.mp4", "b.mp4", "--repotr", "r.json"],
      "vidgpen: error: unrecognized arguments: --repotr r.json; did you mean --report? (see 'vidgpen flicker --help')"),
+    (["weights", "download", "GPEN-BFR-256", "--froce"],
+     "vidgpen: error: unrecognized arguments: --froce; did you mean --force? (see 'vidgpen weights download --help')"),
     (["--verison"],
      "vidgpen: error: unrecognized arguments: --verison; did you mean --version? (see 'vidgpen --help')"),
     (["restore", "in.mp4", "-o", "out.mp4", "--model", "GPEN-BFR-999"],

@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
         # report them from the subcommand's own parser, which knows the options they were meant to be.
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
-            owner = self.commands.get(getattr(parsed, "command", None) or "", self)
+            owner = _chosen_parser(self, parsed)
             owner.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(owner, unknown)}")
         return parsed
 
@@ -43,6 +43,16 @@ class _Parser(argparse.ArgumentParser):
         command = " ".join(self.prog.split()[1:])  # "" for the top-level parser
         see = f"vidgpen {command} --help" if command else "vidgpen --help"
         self.exit(EXIT_USER_ERROR, f"vidgpen: error: {message} (see '{see}')\n")
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser the arguments chose, e.g. the one of 'vidgpen weights download'."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(parsed, action.dest, None)
+            if chosen in action.choices:
+                return _chosen_parser(action.choices[chosen], parsed)
+    return parser
 
 
 def _did_you_mean(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
