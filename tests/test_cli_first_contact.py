@@ -176,7 +176,7 @@ def test_photo_report_lists_each_face_with_box_score_landmarks_and_crop_matrix(p
 
 
 def test_video_only_options_on_a_photo_are_refused_naming_the_mode(photo, recipe_args, tmp_path, loads):
-    for extra in (["--start", "1"], ["--crf", "18"], ["--smoothing", "none"], ["--resume"]):
+    for extra in (["--start", "1"], ["--crf", "18"], ["--smoothing", "none"], ["--temporal-strength", "0"]):
         code, _, stderr = run_cli("restore", photo, "-o", tmp_path / "out.png", *extra, *recipe_args)
         assert code == 2 and len(stderr.splitlines()) == 1, stderr
         assert f"{extra[0]} is for videos; astronaut.png is a photo" in stderr

@@ -127,9 +127,10 @@ def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: b
         raise
 
 
-# Options that only mean something for a video, with their defaults: set on a photo, they are refused.
+# Options that only mean something for a video, with their defaults: set on a photo, they are refused. (--resume is
+# not among them: a photo is done in one step, so running the same command again with --resume simply redoes it.)
 _VIDEO_ONLY = {"start": None, "end": None, "codec": None, "crf": None, "preset": None, "pix_fmt": None,
-               "drop_incompatible": False, "resume": False, "detect_every": 1, "smoothing": "window", "lookahead": 4,
+               "drop_incompatible": False, "detect_every": 1, "smoothing": "window", "lookahead": 4,
                "temporal_strength": 0.6}
 
 
