@@ -19,10 +19,11 @@ REORDER_MARGIN_SECONDS = 2.0
 def count_frames(info: VideoInfo, time_range: TimeRange) -> int | None:
     """Frames of ``info``'s video stream whose presentation time ``time_range`` contains (the reader's rule).
 
-    The whole file's count comes from the header when it has one; otherwise, and for a trimmed range, packets are
-    demuxed from (a keyframe before) the start to just past the end. None when the file cannot be read so.
+    The whole file's count is the probe's (header or counted; None when it has none, so a long file without one is
+    not read twice); for a trimmed range, packets are demuxed from (a keyframe before) the start to just past the
+    end. None when the file cannot be read so.
     """
-    if time_range == TimeRange() and info.frame_count_source == "header" and info.frame_count:
+    if time_range == TimeRange():
         return info.frame_count
     try:
         with open_input_container(info.path) as container:
