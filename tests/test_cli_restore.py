@@ -62,10 +62,12 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def summary_pattern(output: Path, frames: int, faces: int, stages: bool) -> re.Pattern:
-    busy = r"; busy seconds per stage: decode [\d.]+, analyse [\d.]+, restore [\d.]+, encode [\d.]+" if stages else ""
+def summary_pattern(output: Path, frames: int, faces: int, stages: bool, startup: bool = True) -> re.Pattern:
+    busy = (r"; busy share of the run per stage \(they overlap, so the shares add up to more than 100%\): "
+            r"decode \d+%, analyse \d+%, restore \d+%, encode \d+%") if stages else ""
+    start_up = r"; start-up [\d.]+ s \(loading the models\)" if startup else ""
     return re.compile(rf"^{re.escape(str(output))}: {frames} frame\(s\), {faces} face\(s\) restored in [\d.]+ s "
-                      rf"\([\d.]+ fps\){busy}$")
+                      rf"\([\d.]+ fps\) with GPEN-BFR-256 on cpu \(fp32\){start_up}{busy}$")
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -292,11 +294,12 @@ def test_folder_in_restores_every_photo_and_video_into_the_output_folder(photo, 
     assert read_rgb(out / "astronaut.png").shape == (512, 512, 3)
     assert len(decoded_images(out / "clip.mp4")) == SHORT_FRAMES
     lines = stderr.splitlines()
-    assert summary_pattern(Path("astronaut.png"), 1, 1, stages=False).match(
+    assert summary_pattern(Path("astronaut.png"), 1, 1, stages=False, startup=False).match(
         next(line for line in lines if line.startswith("astronaut.png: ")))
-    assert summary_pattern(Path("clip.mp4"), SHORT_FRAMES, SHORT_FRAMES, stages=True).match(
+    assert summary_pattern(Path("clip.mp4"), SHORT_FRAMES, SHORT_FRAMES, stages=True, startup=False).match(
         next(line for line in lines if line.startswith("clip.mp4: ") and "frame(s)" in line))
-    assert lines[-1] == f"restored 2 file(s) into {out}"
+    assert re.fullmatch(rf"restored 2 file\(s\) into {re.escape(str(out))} \(start-up [\d.]+ s loading the models, "
+                        r"once\)", lines[-1])
 
 
 def test_folder_with_a_broken_file_restores_the_rest_and_exits_1(photo, recipe_args, tmp_path):
@@ -310,7 +313,7 @@ def test_folder_with_a_broken_file_restores_the_rest_and_exits_1(photo, recipe_a
     assert sorted(p.name for p in out.iterdir()) == ["astronaut.png"]
     errors = [line for line in stderr.splitlines() if line.startswith("vidgpen: error:")]
     assert len(errors) == 1 and errors[0].startswith("vidgpen: error: broken.mp4: ")
-    assert stderr.splitlines()[-1] == f"restored 1 file(s) into {out}; 1 failed"
+    assert stderr.splitlines()[-1].startswith(f"restored 1 file(s) into {out}; 1 failed (start-up ")
 
 
 # ------------------------------------------------------------------------------------------- user mistakes

@@ -428,14 +428,15 @@ def test_parser_contract_with_random_weights(parser, random_parser_weights, astr
     np.testing.assert_array_equal(masker(crop[None]), masks)  # deterministic
 
 
-def test_build_masker_choice(random_parser_weights, tmp_path):
+def test_build_masker_choice(random_parser_weights, tmp_path, monkeypatch):
     assert build_masker("auto", random_parser_weights).name == "parsenet"
     only_bisenet = tmp_path / "only_bisenet"
     only_bisenet.mkdir()
     (only_bisenet / "parsing_bisenet.pth").write_bytes((random_parser_weights / "parsing_bisenet.pth").read_bytes())
     assert build_masker("auto", only_bisenet).name == "bisenet"
     assert build_masker("auto", tmp_path / "empty").name == "feathered"
-    assert build_masker("auto", None).name == "feathered"
+    monkeypatch.setenv("VIDGPEN_WEIGHTS_DIR", str(only_bisenet))
+    assert build_masker("auto", None).name == "bisenet"  # None: vidgpen's default weights folder
     assert build_masker("feathered", random_parser_weights).name == "feathered"
     with pytest.raises(WeightsError, match="not found"):
         build_masker("parsenet", only_bisenet)

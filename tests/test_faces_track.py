@@ -311,8 +311,8 @@ def test_detection_on_every_third_frame_is_tracked_and_interpolated():
     rng = np.random.default_rng(11)
     truth = landmarks_from_poses(wandering_face(90))
     raw = truth + rng.normal(0.0, 1.0, truth.shape)
-    # Detection runs on frames 0, 3, 6, ... (None = not searched); a 2-frame false blip on searched frames 30 and 33
-    # must not become a track, since hysteresis counts searched frames.
+    # Detection runs on frames 0, 3, 6, ... (None = not searched); a 2-frame false blip (a false detection's score) on
+    # searched frames 30 and 33 must not become a track, since hysteresis counts searched frames.
     detections = []
     for i in range(90):
         if i % 3:
@@ -320,10 +320,11 @@ def test_detection_on_every_third_frame_is_tracked_and_interpolated():
         else:
             dets = [detection_for(raw[i])]
             if i in (30, 33):
-                dets.append(detection_for(landmarks_from_poses(np.array([[60.0, 60.0, np.log(20), 0.0]]))[0]))
+                dets.append(detection_for(landmarks_from_poses(np.array([[60.0, 60.0, np.log(20), 0.0]]))[0], 0.9))
             detections.append(dets)
     tracker = FaceTracker(detection_interval=3)
     frames = run_tracker(tracker, detections)
+    assert tracker.left_out_detections == 2
     # Every frame from the first to the last detection shows the face under one id; unsearched frames are bridged.
     assert all([face.track_id for face in frame.faces] == [0] for frame in frames[:88])
     assert all(frame.faces == () for frame in frames[88:])
@@ -444,3 +445,21 @@ def test_report_is_not_written_when_the_run_fails(tmp_path):
             raise RuntimeError("decoder died")
     assert path.read_text() == "previous report"
     assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("frames_seen, score, kept", [(2, 0.995, True), (1, 0.995, True), (2, 0.95, False)])
+def test_a_short_track_is_kept_when_its_detection_is_confident(frames_seen, score, kept):
+    """A face seen in fewer frames than the confirmation age (a 2-frame clip, a face flashing past a cut) is restored
+    when the detector is confident; a short, unconfident one is left out and counted."""
+    face = landmarks_from_poses(wandering_face(frames_seen))
+    blip = [detection_for(landmarks, score) for landmarks in face]
+    for ending in ("end of stream", "scene cut", "face gone"):
+        tracker = FaceTracker(confirm_hits=3)
+        detections = [[d] for d in blip] + ([] if ending == "end of stream" else [[]] * 3)
+        cuts = (frames_seen,) if ending == "scene cut" else ()
+        frames = run_tracker(tracker, detections, cuts=cuts)
+        faces_per_frame = [len(frame.faces) for frame in frames[:frames_seen]]
+        assert faces_per_frame == [1 if kept else 0] * frames_seen
+        assert tracker.left_out_detections == (0 if kept else frames_seen)
+        if kept:
+            np.testing.assert_allclose(frames[0].faces[0].raw_landmarks, face[0], atol=1e-4)

@@ -173,6 +173,7 @@ def test_blending_on_the_sample_clip_lowers_the_restorers_flicker(recipe_engine,
     results = {}
     for strength in (0.0, 0.6):
         folder = tmp_path / f"strength{strength}"
+        folder.mkdir()
         options = recipe_engine.options.replace(temporal_strength=strength, save_faces=folder / "faces",
                                                 report=folder / "faces.json")
         summary = api.restore_video(sample, folder / "out.mp4", options=options, engine=recipe_engine)

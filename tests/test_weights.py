@@ -288,7 +288,7 @@ def test_registry_table_is_unambiguous_and_complete():
     assert len(all_file_names) == len(set(all_file_names))
     for entry in weights.REGISTRY.values():
         assert entry.urls and all(url.startswith("https://") for url in entry.urls)
-        assert entry.urls[0].endswith(entry.other_file_names[0] if entry.other_file_names else entry.file_name)
+        assert any(entry.urls[0].endswith(name) for name in entry.file_names)
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert ("non-commercial" in entry.licence) == (entry.kind == "gpen")
 

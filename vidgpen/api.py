@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,9 +13,9 @@ import cv2
 import numpy as np
 
 from vidgpen.config import RestoreOptions
-from vidgpen.errors import InputError, OutputError, VidgpenError
-from vidgpen.pipeline import (FaceEngine, Progress, RunSummary, build_engine, enlarge_for_compare, restore_photo,
-                              run_video, save_face_crops)
+from vidgpen.errors import InputError, OptionError, OutputError, VidgpenError
+from vidgpen.pipeline import (FaceEngine, Progress, RunSummary, build_engine, enlarge_for_compare, open_report,
+                              restore_photo, run_video, save_face_crops)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -41,24 +42,47 @@ def restore_video(src: str | Path, dst: str | Path, *, options: RestoreOptions |
     the same result (see :mod:`vidgpen.resume`).
     """
     options = _options(options, kwargs)
-    _check_extras(options)
+    _check_video_job(src, dst, options)  # every path and option, before a model is loaded or downloaded
+    startup = 0.0
     if engine is None:
-        _check_video_paths(src, dst, options.overwrite)  # before a model is loaded or downloaded
+        started = time.perf_counter()
         engine = build_engine(options, notice)
+        startup = time.perf_counter() - started
     engine = engine.with_options(options, notice)
-    return run_video(src, dst, engine, progress, notice)
+    _make_extras_folders(options)
+    summary = run_video(src, dst, engine, progress, notice)
+    summary.startup_seconds = startup
+    return summary
 
 
-def _check_video_paths(src: str | Path, dst: str | Path, overwrite: bool) -> None:
-    """The input is a readable video and ``dst`` may be written: the writer checks this again when it opens."""
+def _check_video_job(src: str | Path, dst: str | Path, options: RestoreOptions) -> None:
+    """The input is a readable video, and the writer would accept ``dst`` with these options (folder, name,
+    container, codec, quality, pixel format, streams, trim), and the extras can be written: the writer checks
+    again when it opens, but by then the models are loaded."""
     from vidgpen.video import probe
+    from vidgpen.video.writer import VideoWriter
 
     info = probe(src)
-    dst = Path(dst)
-    if dst.exists() and os.path.samefile(dst, info.path):
-        raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
-    if dst.exists() and not overwrite and not dst.is_dir():
-        raise OutputError(f"{dst} already exists; pass --overwrite to replace it or choose another name")
+    writer = VideoWriter(dst, info, codec=options.codec, crf=options.crf, preset=options.preset,
+                         pix_fmt=options.pix_fmt, overwrite=options.overwrite,
+                         drop_incompatible=options.drop_incompatible, start=options.start, end=options.end)
+    writer.release_unused()
+    _check_writable_folder(Path(dst).parent, f"the output {dst}")
+    _check_extras(options, src, dst)
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Create and delete a file in ``folder`` (permission bits do not tell: root, read-only mounts, ACLs)."""
+    folder = folder if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{what}: the folder {folder} does not exist; create it first")
+    try:
+        descriptor, probe_file = tempfile.mkstemp(prefix=".vidgpen-write-check.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{what}: cannot write in {folder} ({exc.strerror}); choose a folder you can "
+                          "write to") from None
+    os.close(descriptor)
+    os.unlink(probe_file)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -101,32 +125,68 @@ def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: b
         raise
 
 
+# Options that only mean something for a video, with their defaults: set on a photo, they are refused. (--resume is
+# not among them: a photo is done in one step, so running the same command again with --resume simply redoes it.)
+_VIDEO_ONLY = {"start": None, "end": None, "codec": None, "crf": None, "preset": None, "pix_fmt": None,
+               "drop_incompatible": False, "detect_every": 1, "smoothing": "window", "lookahead": 4,
+               "temporal_strength": 0.6, "deinterlace": "auto"}
+
+
+def _refuse_video_only_options(options: RestoreOptions, src: Path) -> None:
+    for name, default in _VIDEO_ONLY.items():
+        if getattr(options, name) != default:
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} is for videos; {src.name} is a photo (photo mode has no time axis to use it)")
+
+
 def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
                   engine: FaceEngine | None = None, notice: Callable[[str], None] | None = None,
                   **kwargs) -> RunSummary:
-    """Restore the faces of a photo into ``dst`` (format from its extension)."""
-    import time
+    """Restore the faces of a photo into ``dst`` (format from its extension); ``report`` lists its faces.
 
+    Video-only options (``start``, ``codec``, ``smoothing``, ...) set to anything but their defaults are refused."""
     options = _options(options, kwargs)
-    _check_extras(options)
+    _refuse_video_only_options(options, Path(src))
+    return _restore_image(src, dst, options, engine, notice)
+
+
+def _restore_image(src: str | Path, dst: str | Path, options: RestoreOptions, engine: FaceEngine | None,
+                   notice: Callable[[str], None] | None) -> RunSummary:
+    # Every path and option before the model is loaded, not after the work is done.
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"{dst} is the input file; choose another output name (the input is never overwritten)")
     if dst.exists() and not options.overwrite:
         raise OutputError(f"{dst} exists; pass --overwrite to replace it")
-    _check_image_destination(dst)  # before the model is loaded, not after the work is done
+    _check_image_destination(dst)
+    _check_writable_folder(dst.parent, f"the output {dst}")
+    _check_extras(options, src, dst)
     image = read_image(src)
-    engine = engine or build_engine(options, notice)
+    startup = 0.0
+    if engine is None:
+        started = time.perf_counter()
+        engine = build_engine(options, notice)
+        startup = time.perf_counter() - started
+    _make_extras_folders(options)
     engine = engine.with_options(options, notice)
     started = time.perf_counter()
-    restored, faces = restore_photo(image, engine, notice)
-    factor = restored.shape[1] // image.shape[1]
-    if options.compare:
-        restored = np.concatenate([enlarge_for_compare(image, factor), restored], axis=1)
-    write_image_atomically(dst, restored, overwrite=options.overwrite)
+    report = open_report(options, engine, src)
+    try:
+        restored, faces = restore_photo(image, engine, report, notice)
+        factor = restored.shape[1] // image.shape[1]
+        if options.compare:
+            restored = np.concatenate([enlarge_for_compare(image, factor), restored], axis=1)
+        write_image_atomically(dst, restored, overwrite=options.overwrite)
+    except BaseException:
+        if report is not None:
+            report.abort()
+        raise
+    if report is not None:
+        report.close()
     if options.save_faces is not None and faces:
         save_face_crops(Path(options.save_faces), src.stem, faces)
-    summary = RunSummary(output=dst, frames=1, faces=len(faces), upscale=factor)
+    summary = RunSummary(output=dst, frames=1, faces=len(faces), upscale=factor, startup_seconds=startup)
+    summary.describe_engine(engine)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -135,6 +195,7 @@ def restore_image(src: str | Path, dst: str | Path, *, options: RestoreOptions |
 class FolderSummary:
     results: list[RunSummary] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    startup_seconds: float = 0.0  # loading the models, once for the whole folder
 
 
 def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions | None = None,
@@ -150,6 +211,9 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise InputError(f"{src} is not a folder")
+    if options.report is not None:
+        raise OptionError("--report writes the faces of one photo or video; run each file of a folder on its own "
+                          "to get its report")
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"{dst} exists and is not a folder; a folder input needs a folder output")
     if dst.resolve() == src.resolve():
@@ -157,14 +221,17 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     if not files:
         raise InputError(f"{src} holds no photos or videos (looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
-    dst.mkdir(parents=True, exist_ok=True)
+    _check_writable_folder(_nearest_existing(dst), f"the output folder {dst}")
+    _check_extras(options, src, dst)
+    started = time.perf_counter()
     engine = build_engine(options, notice)
-    summary = FolderSummary()
+    summary = FolderSummary(startup_seconds=time.perf_counter() - started)
+    dst.mkdir(parents=True, exist_ok=True)
     for path in files:
         target = dst / path.name
         try:
             if is_image_path(path):
-                result = restore_image(path, target, options=options, engine=engine, notice=notice)
+                result = _restore_image(path, target, options, engine, notice)
             else:
                 progress = progress_factory() if progress_factory else None
                 result = restore_video(path, target, options=options, engine=engine, progress=progress,
@@ -181,9 +248,31 @@ def restore_folder(src: str | Path, dst: str | Path, *, options: RestoreOptions 
     return summary
 
 
-def _check_extras(options: RestoreOptions) -> None:
+def _check_extras(options: RestoreOptions, src: str | Path, dst: str | Path) -> None:
+    """--report and --save-faces can be written (nothing is created yet)."""
     if options.save_faces is not None:
         folder = Path(options.save_faces)
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"--save-faces {folder} is a file; give a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(_nearest_existing(folder), f"--save-faces {folder}")
+    if options.report is not None:
+        report = Path(options.report)
+        if report.is_dir():
+            raise OutputError(f"--report {report} is a folder; give a file name such as {report / 'faces.json'}")
+        for other in (Path(src), Path(dst)):
+            if report.resolve() == other.resolve():
+                raise OutputError(f"--report {report} is also the input or the output; give it another name")
+        _check_writable_folder(report.parent, f"--report {report}")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or the closest of its parents that exists (where creating it will start)."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _make_extras_folders(options: RestoreOptions) -> None:
+    if options.save_faces is not None:
+        Path(options.save_faces).mkdir(parents=True, exist_ok=True)

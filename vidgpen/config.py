@@ -11,6 +11,23 @@ from vidgpen.faces.align import TEMPLATES
 from vidgpen.video.deinterlace import DEINTERLACE_MODES
 
 
+# The official variants that do another job than blind face restoration: refused by restore, with what they are for.
+NOT_FOR_RESTORE = {
+    "GPEN-Colorization-1024": "colours a grey aligned 1024x1024 face crop",
+    "GPEN-Inpainting-1024": "fills in masked-out parts of an aligned 1024x1024 face crop",
+    "GPEN-Seg2face-512": "draws a face from a 512x512 face-parsing label map",
+}
+
+
+# The options that take one of a few words, checked when the options are made (before anything is loaded).
+_CHOICES = {
+    "detector": ("auto", "retinaface", "retinaface-mobile", "mtcnn"),
+    "faces": ("all", "largest", "center"),
+    "smoothing": ("window", "one-euro", "none"),
+    "mask": ("auto", "parsenet", "bisenet", "feathered"),
+}
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """Everything a restore run can be told. Defaults are what ``vidgpen restore`` uses.
@@ -77,6 +94,10 @@ class RestoreOptions:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        if self.model in NOT_FOR_RESTORE:
+            raise OptionError(f"--model {self.model} {NOT_FOR_RESTORE[self.model]}, not for restoring faces in "
+                              "videos and photos; use a GPEN-BFR model (the library still loads it: "
+                              f"vidgpen.load_restorer(path, model={self.model!r}))")
         if not 0.0 <= self.alpha <= 1.0:
             raise OptionError(f"--alpha must be within 0..1, got {self.alpha}")
         if not 0.0 <= self.temporal_strength <= 1.0:
@@ -85,6 +106,10 @@ class RestoreOptions:
             raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.detect_max_side < 64:
             raise OptionError(f"--detect-max-side must be at least 64 pixels, got {self.detect_max_side}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise OptionError(f"{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.template not in TEMPLATES:
             raise OptionError(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.paste_mode not in ("replace", "residual"):

@@ -73,15 +73,19 @@ def region_mask(shape: tuple[int, int], polygons: Sequence[np.ndarray]) -> np.nd
     return mask.astype(bool)
 
 
-def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame) -> FlickerResult:
+def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame,
+                  on_frame: Callable[[int, int], None] | None = None) -> FlickerResult:
     """input_frames, output_frames: iterables of ``[H, W, 3]`` uint8 RGB of equal length and size.
 
     faces_for_frame(index, input_frame) gives the face regions of that frame as ``[N, 2]`` polygons.
+    on_frame(frames done, face regions so far) is called after each frame (progress).
     """
     totals = np.zeros(2)
-    pixels = pairs = 0
+    pixels = pairs = regions = 0
     previous = None
     for index, (frame_in, frame_out) in enumerate(_zip_strict(input_frames, output_frames)):
+        if on_frame is not None and index:
+            on_frame(index, regions)
         if frame_in.shape != frame_out.shape:
             raise InputError(f"frame {index}: input is {frame_in.shape[1]}x{frame_in.shape[0]} but output is "
                              f"{frame_out.shape[1]}x{frame_out.shape[0]}; compare a video with its own restoration")
@@ -90,7 +94,9 @@ def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame) -
             gray = cv2.GaussianBlur(gray, (0, 0), FLOW_DENOISE_SIGMA)
         if previous is not None:
             gray_prev, in_prev, out_prev = previous
-            region = region_mask(gray.shape, faces_for_frame(index, frame_in))
+            polygons = faces_for_frame(index, frame_in)
+            regions += len(polygons)
+            region = region_mask(gray.shape, polygons)
             if region.any():
                 flow_back = backward_flow(gray, gray_prev)
                 flow_forward = backward_flow(gray_prev, gray)
@@ -104,6 +110,8 @@ def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame) -
                     pixels += count
                     pairs += 1
         previous = (gray, frame_in, frame_out)
+    if on_frame is not None:
+        on_frame(index + 1 if previous is not None else 0, regions)
     if pixels == 0:
         raise InputError("no faces were found in consecutive frames; flicker cannot be measured")
     return FlickerResult(totals[0] / pixels, totals[1] / pixels, pairs, pixels)
@@ -122,11 +130,12 @@ def _zip_strict(a, b):
 
 
 def measure_flicker(input_path: str | Path, output_path: str | Path, *, detector=None,
-                    report: str | Path | None = None) -> FlickerResult:
+                    report: str | Path | None = None, progress=None) -> FlickerResult:
     """Face-region warping error of two videos.
 
     Face regions come from the crop matrices of a ``--report`` file of the run, or from faces that ``detector``
-    finds in the input (their landmarks give the same GPEN crop geometry).
+    finds in the input (their landmarks give the same GPEN crop geometry). ``progress`` (the pipeline's Progress
+    protocol) sees frames done and face regions measured.
     """
     from vidgpen.video.reader import open_video
 
@@ -152,4 +161,13 @@ def measure_flicker(input_path: str | Path, output_path: str | Path, *, detector
             return [face_polygon(crop_matrix(d.landmarks, 512), 512) for d in detector.detect(frame)]
 
     with open_video(input_path) as source, open_video(output_path) as restored:
-        return warping_error((f.image for f in source), (f.image for f in restored), faces_for_frame)
+        if progress is None:
+            return warping_error((f.image for f in source), (f.image for f in restored), faces_for_frame)
+        from vidgpen.video.count import count_frames
+
+        progress.start(Path(input_path).name, count_frames(source.info, source.time_range))
+        try:
+            return warping_error((f.image for f in source), (f.image for f in restored), faces_for_frame,
+                                 on_frame=progress.update)
+        finally:
+            progress.finish()

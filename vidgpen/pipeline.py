@@ -23,19 +23,21 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+import torch
 
 from vidgpen.config import RestoreOptions
+from vidgpen.errors import OptionError
 from vidgpen.faces.align import fit_crop, warp_crop
-from vidgpen.faces.detect import FaceDetector, make_detector
-from vidgpen.faces.mask import FaceMasker, build_masker
+from vidgpen.faces.detect import FaceDetector, check_detector_weights, make_detector
+from vidgpen.faces.mask import FaceMasker, build_masker, check_masker_weights
 from vidgpen.faces.paste import PasteItem, paste_faces, scale_for_frame
 from vidgpen.faces.report import ReportWriter
 from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.select import select_faces
 from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
-from vidgpen.faces.types import TrackedFrame
-from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
+from vidgpen.faces.types import TrackedFace, TrackedFrame
+from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype, slow_dtype_warning
 from vidgpen.models.upscaler import BackgroundUpscaler, LanczosUpscaler
 from vidgpen.resume import RestoredFaceStore, add_note, run_journal
 from vidgpen.video.display import DisplayGeometry
@@ -87,6 +89,17 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     faces_reused: int = 0  # restored by an earlier, interrupted run and taken from its saved progress
     upscale: int = 1       # the output is this many times the input's size
+    left_out: dict[str, int] = field(default_factory=dict)  # detections not restored, per reason (a phrase)
+    startup_seconds: float = 0.0  # loading the models before the run (0 when the engine was handed in)
+    model: str = ""               # what actually ran: variant, device, dtype ("fp32", "bf16", "fp16")
+    device: str = ""
+    dtype: str = ""
+
+    def describe_engine(self, engine: "FaceEngine") -> None:
+        restorer = engine.restorer
+        self.model, self.device = restorer.variant, str(restorer.device)
+        self.dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+            restorer.dtype, str(restorer.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,23 +155,35 @@ def _build_upscaler(options: RestoreOptions, device: str,
 def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None = None,
                  restorer: GPENRestorer | None = None) -> FaceEngine:
     """Load the checkpoint (downloading it unless offline), the detector and the masker."""
+    from vidgpen.weights import ensure_weights, weights_dir
+
+    # Resolved once, so the checkpoint, the detector and the parser are all looked up in the same folder.
+    folder = weights_dir(options.weights_dir)
+    # Everything that can be wrong is reported before a model is read, loaded or downloaded: the device and dtype,
+    # then the detector's and the parser's weights when they were asked for by name.
+    check_detector_weights(options.detector, folder)
+    check_masker_weights(options.mask, folder)
     checkpoint = None
     if restorer is None:
-        # A device or dtype this machine lacks is reported before a checkpoint is read or downloaded.
-        pick_dtype(options.dtype, pick_device(options.device))
+        device = pick_device(options.device)
+        pick_dtype(options.dtype, device)
+        slow = slow_dtype_warning(options.dtype, device)
+        if slow and notice:
+            notice(slow)
         if options.weights is not None:
             path = Path(options.weights)
         else:
-            from vidgpen.weights import ensure_weights
-
-            path = ensure_weights(options.model or "GPEN-BFR-512", options.weights_dir, offline=options.offline)
+            path = ensure_weights(options.model or "GPEN-BFR-512", folder, offline=options.offline)
         checkpoint = path
         restorer = load_restorer(path, options.device, options.dtype, model=options.model,
                                  batch_size=options.batch_size, compile=options.compile)
+    if restorer.spec.task != "bfr":
+        raise OptionError(f"{checkpoint or 'the restorer'} holds {restorer.variant}, which is not a face restoration "
+                          "model; use a GPEN-BFR checkpoint")
     device = str(restorer.device)
-    detector = make_detector(options.detector, weights_dir=options.weights_dir, device=device,
+    detector = make_detector(options.detector, weights_dir=folder, device=device,
                              max_side=options.detect_max_side, notice=notice)
-    masker = build_masker(options.mask, weights_dir=options.weights_dir, device=device)
+    masker = build_masker(options.mask, weights_dir=folder, device=device)
     if notice and getattr(masker, "name", "") == "feathered" and options.mask == "auto":
         notice("no face-parsing weights found; pasting with a feathered face mask "
                "('vidgpen weights download ParseNet' gets the official parsing mask)")
@@ -375,6 +400,7 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     options = engine.options
     progress = progress or _SilentProgress()
     summary = RunSummary(output=Path(dst))
+    summary.describe_engine(engine)
     stages = _Stages(summary)
     counts = {"frames": 0, "faces": 0}
     started = time.perf_counter()
@@ -392,7 +418,7 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
         width, height = reader.info.width * factor, reader.info.height * factor
         writer_size = (2 * width if options.compare else width, height) if (factor != 1 or options.compare) else None
         geometry = DisplayGeometry.of(reader.info)
-        report = _open_report(options, engine, src, geometry, reader.deinterlace, factor)
+        report = open_report(options, engine, src, geometry, reader.deinterlace, factor)
         store: RestoredFaceStore | None = None
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
@@ -449,9 +475,15 @@ def _deinterlace_notice(reader, mode: str) -> str:
 
 
 def _expected_frames(reader) -> int | None:
-    """Frames the run will write, for the progress bar: the header's count, or the trimmed span times the rate."""
+    """Frames the run will write, for the progress bar: the header's count, or the packets' timestamps in the
+    trimmed range (see :mod:`vidgpen.video.count`); the span times the rate only when those cannot be read."""
+    from vidgpen.video.count import count_frames
+
     info, time_range = reader.info, reader.time_range
     per_frame = 2 if reader.deinterlace == "field" else 1
+    counted = count_frames(info, time_range)
+    if counted is not None:
+        return counted * per_frame
     if time_range.start is None and time_range.end is None:
         return info.frame_count * per_frame if info.frame_count else info.frame_count
     if not info.average_fps:
@@ -466,17 +498,18 @@ def _expected_frames(reader) -> int | None:
     return max(1, round((end - begin) * float(info.average_fps))) * per_frame
 
 
-def _open_report(options: RestoreOptions, engine: FaceEngine, src, geometry: DisplayGeometry,
-                 deinterlace: str | None = None, factor: int = 1) -> ReportWriter | None:
+def open_report(options: RestoreOptions, engine: FaceEngine, src, geometry: DisplayGeometry | None = None,
+                deinterlace: str | None = None, factor: int = 1) -> ReportWriter | None:
     if options.report is None:
         return None
     # Boxes, landmarks and crop matrices are in the input's displayed picture; "upscale" says how much larger the
     # output is.
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
+            "mask": getattr(engine.masker, "name", type(engine.masker).__name__),
             "smoothing": options.smoothing, "lookahead": options.lookahead, "upscale": factor,
             "deinterlace": {"frame": "one frame per frame", "field": "one frame per field"}.get(deinterlace, "off"),
-            **display_meta(geometry)}
+            **(display_meta(geometry) if geometry is not None else {})}
     return ReportWriter(options.report, meta=meta)
 
 
@@ -522,6 +555,7 @@ def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
 
     # Each frame is analysed once the next one has arrived, so the last frame of the video is known and always
     # searched: with --detect-every N the tracker then interpolates up to the end instead of dropping the tail.
+    not_selected = 0
     held = stages.get(in_q)
     while held is not _END:
         following = stages.get(in_q)
@@ -531,8 +565,10 @@ def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
         detections = None  # not searched: the tracker interpolates between the frames that were
         if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
             shown = geometry.view(image)
-            detections = select_faces(engine.detector.detect(shown), options.faces, min_face=options.min_face,
+            found = engine.detector.detect(shown)
+            detections = select_faces(found, options.faces, min_face=options.min_face,
                                       max_faces=options.max_faces, frame_size=shown.shape[:2])
+            not_selected += len(found) - len(detections)
             last_detected = frame.index
         waiting.append(frame)
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
@@ -540,6 +576,12 @@ def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
         emit(ready)
         held = following
     emit(tracker.flush())
+    left_out = {
+        "not selected (smaller than --min-face, or left out by --faces / --max-faces)": not_selected,
+        f"seen in fewer than {tracker.confirm_hits} frames with scores below {tracker.confident_score:g} "
+        "(likely false detections)": tracker.left_out_detections,
+    }
+    stages.summary.left_out.update({reason: count for reason, count in left_out.items() if count})
     stages.put(out_q, _END)
 
 
@@ -650,9 +692,12 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
 # ---------------------------------------------------------------------------------------------------------------
 
 def restore_photo(image: np.ndarray, engine: FaceEngine,
+                  report: ReportWriter | None = None,
                   notice: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[_FaceWork]]:
     """image: ``[H, W, 3]`` uint8 RGB -> the restored image (``options.upscale`` times the size) and the faces that
-    were restored."""
+    were restored.
+
+    ``report`` receives the photo as frame 0: each face's box, score, landmarks and crop matrix."""
     options = engine.options
     detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
                               max_faces=options.max_faces, frame_size=image.shape[:2])
@@ -664,6 +709,12 @@ def restore_photo(image: np.ndarray, engine: FaceEngine,
     background = image if factor == 1 else engine.upscaler.upscale(image, factor)
     faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box, template=options.template)
              for i, d in enumerate(detections)]
+    if report is not None:
+        tracked = tuple(TrackedFace(track_id=i, score=d.score, box=d.box, raw_landmarks=d.landmarks,
+                                    smoothed_landmarks=d.landmarks.astype(np.float64), smoothed_box=d.box)
+                        for i, d in enumerate(detections))
+        report.write(TrackedFrame(frame_index=0, pts_seconds=0.0, scene_cut=False, faces=tracked),
+                     {f.track_id: f.crop_matrix for f in faces})
     if not faces:
         return background, faces
     restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))

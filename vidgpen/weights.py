@@ -75,10 +75,11 @@ _ENTRIES = (
                  "gpen", "GPEN-BFR-512", GPEN_LICENCE),
     WeightsEntry("GPEN-BFR-1024", "GPEN-BFR-1024.pt",
                  (f"{_MODELSCOPE_HIRES}/pytorch_model.pt", f"{_MODELSCOPE_HIRES_API}pytorch_model.pt"),
-                 "gpen", "GPEN-BFR-1024", GPEN_LICENCE, other_file_names=("pytorch_model.pt",)),
+                 "gpen", "GPEN-BFR-1024", GPEN_LICENCE, other_file_names=("pytorch_model.pt", "GPEN-BFR-1024.pth")),
     WeightsEntry("GPEN-BFR-2048", "GPEN-BFR-2048.pt",
                  (f"{_MODELSCOPE_HIRES}/pytorch_model-2048.pt", f"{_MODELSCOPE_HIRES_API}pytorch_model-2048.pt"),
-                 "gpen", "GPEN-BFR-2048", GPEN_LICENCE, other_file_names=("pytorch_model-2048.pt",)),
+                 "gpen", "GPEN-BFR-2048", GPEN_LICENCE,
+                 other_file_names=("pytorch_model-2048.pt", "GPEN-BFR-2048.pth")),
     WeightsEntry("GPEN-Colorization-1024", "GPEN-Colorization-1024.pth",
                  (f"{_GPEN_OSS}/GPEN-Colorization-1024.pth",), "gpen", "GPEN-Colorization-1024", GPEN_LICENCE),
     WeightsEntry("GPEN-Inpainting-1024", "GPEN-Inpainting-1024.pth",
@@ -87,12 +88,13 @@ _ENTRIES = (
                  (f"{_GPEN_OSS}/GPEN-Seg2face-512.pth",), "gpen", "GPEN-Seg2face-512", GPEN_LICENCE),
     WeightsEntry("RetinaFace-R50", "detection_Resnet50_Final.pth",
                  (f"{_FACEXLIB_RELEASES}/v0.1.0/detection_Resnet50_Final.pth",),
-                 "detector", "RetinaFace-R50", FACEXLIB_LICENCE),
+                 "detector", "RetinaFace-R50", FACEXLIB_LICENCE,
+                 other_file_names=("RetinaFace-R50.pth",)),  # the same network, as GPEN's own release names it
     WeightsEntry("RetinaFace-MobileNet0.25", "detection_mobilenet0.25_Final.pth",
                  (f"{_FACEXLIB_RELEASES}/v0.1.0/detection_mobilenet0.25_Final.pth",),
                  "detector", "RetinaFace-MobileNet0.25", FACEXLIB_LICENCE),
     WeightsEntry("ParseNet", "parsing_parsenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.2/parsing_parsenet.pth",),
-                 "parser", "ParseNet", FACEXLIB_LICENCE),
+                 "parser", "ParseNet", FACEXLIB_LICENCE, other_file_names=("ParseNet-latest.pth",)),  # GPEN's name
     WeightsEntry("BiSeNet", "parsing_bisenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.0/parsing_bisenet.pth",),
                  "parser", "BiSeNet", FACEXLIB_LICENCE),
     # Background upscalers for --upscale (Real-ESRGAN's release assets). Their sha256 is not published in the
@@ -120,6 +122,35 @@ _PLAIN_REPORT_INTERVAL_S = 5.0
 
 
 # --------------------------------------------------------------------------------------------------- lookup
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def unrecognised_files(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Checkpoint-like files in the weights folder that no registry entry is looked up under."""
+    folder = _resolve_weights_dir(weights_dir)
+    if not folder.is_dir():
+        return []
+    known = {_normalise(name) for entry in REGISTRY.values() for name in entry.file_names}
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES
+                  and _normalise(path.name) not in known)
+
+
+def rename_advice(path: Path) -> str:
+    """What to rename an unrecognised file to, read from its tensors (GPEN generators), else how to find out."""
+    from vidgpen.models.checkpoint import inspect_checkpoint
+
+    try:
+        variant = inspect_checkpoint(path)
+    except WeightsError:
+        return ("not a GPEN generator vidgpen recognises; if it is a detector or parser file, rename it to the FILE "
+                "of its row above")
+    names = [entry.file_name for entry in REGISTRY.values()
+             if entry.kind == "gpen" and _same_gpen_architecture(entry.variant, variant)]
+    if len(names) == 1:
+        return f"holds {variant}: rename it to {names[0]}"
+    return f"holds {variant}'s tensors: rename it to {names[0]} (or to {' / '.join(names[1:])} if it is that model)"
+
 
 
 def _normalise(text: str) -> str:

@@ -8,6 +8,7 @@ This module is the only place that maps errors to exit codes.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -22,10 +23,49 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse prints usage + error and exits 2 on a bad flag; keep that but make it one line."""
+    """argparse prints usage + error and exits 2 on a bad flag; keep that but make it one line, name the command
+    whose help to read, and suggest the option a misspelt one was meant to be."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown options from the top parser ("see 'vidgpen vidgpen --help'");
+        # report them from the subcommand's own parser, which knows the options they were meant to be.
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            owner = _chosen_parser(self, parsed)
+            owner.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(owner, unknown)}")
+        return parsed
 
     def error(self, message):  # noqa: D401 - argparse API
-        self.exit(EXIT_USER_ERROR, f"vidgpen: error: {message} (see 'vidgpen {self.prog.split()[-1]} --help')\n")
+        command = " ".join(self.prog.split()[1:])  # "" for the top-level parser
+        see = f"vidgpen {command} --help" if command else "vidgpen --help"
+        self.exit(EXIT_USER_ERROR, f"vidgpen: error: {message} (see '{see}')\n")
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser the arguments chose, e.g. the one of 'vidgpen weights download'."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(parsed, action.dest, None)
+            if chosen in action.choices:
+                return _chosen_parser(action.choices[chosen], parsed)
+    return parser
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """"; did you mean --model?" for the closest known option to each misspelt one ('--modle', '--modle=X')."""
+    known = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    hints = []
+    for word in unknown:
+        if not word.startswith("--"):
+            continue
+        close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
+        if close and close[0] not in hints:
+            hints.append(close[0])
+    return f"; did you mean {' or '.join(hints)}?" if hints else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.register(subparsers)
+    parser.commands = dict(subparsers.choices)
     return parser
 
 

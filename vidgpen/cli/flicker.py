@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -16,21 +15,33 @@ def register(subparsers) -> None:
                     "Lower is steadier; OUT at or below IN means the restoration added no flicker.")
     p.add_argument("input", type=Path, help="the original video")
     p.add_argument("output", type=Path, help="its restoration (same frames, e.g. from 'vidgpen restore')")
-    p.add_argument("--report", type=Path, help="face boxes from a 'vidgpen restore --report' file instead of detecting")
-    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "retinaface-mobile", "mtcnn"])
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--report", type=Path,
+                   help="face regions from a 'vidgpen restore --report' file instead of detecting (default: detect)")
+    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "retinaface-mobile", "mtcnn"],
+                   help="face detector without --report (default auto: RetinaFace-R50 when its weights are present, "
+                        "else MTCNN)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: a short table)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidgpen.cli.progress import TerminalProgress, make_console
     from vidgpen.flicker import measure_flicker
 
+    console = make_console()
     detector = None
     if args.report is None:
         from vidgpen.faces.detect import make_detector
 
-        detector = make_detector(args.detector, notice=lambda m: print(f"vidgpen: note: {m}", file=sys.stderr))
-    result = measure_flicker(args.input, args.output, detector=detector, report=args.report)
+        def notice(message: str) -> None:
+            if not args.quiet:
+                console.print(f"vidgpen: note: {message}", soft_wrap=True, markup=False)
+
+        detector = make_detector(args.detector, notice=notice)
+    # Progress goes to stderr, the result to stdout (so --json stays machine-readable).
+    result = measure_flicker(args.input, args.output, detector=detector, report=args.report,
+                             progress=TerminalProgress(console, args.quiet))
     if args.json:
         print(json.dumps({"input_error": result.input_error, "output_error": result.output_error,
                           "ratio": result.ratio, "frame_pairs": result.frame_pairs, "pixels": result.pixels}))

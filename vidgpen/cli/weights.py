@@ -71,6 +71,8 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append((entry.name, entry.kind, path.name if path else entry.file_name, status, _size_text(size), last))
     print(f"weights folder: {folder}")
     _print_table(rows)
+    for path in weights.unrecognised_files(folder):
+        print(f"unrecognised file {path.name}: {weights.rename_advice(path)}")
     print("GPEN weights are released for non-commercial use only.")
     return 0
 

@@ -311,6 +311,27 @@ class MTCNNDetector(FaceDetector):
 # -------------------------------------------------------------------------------------------------------- factory
 
 
+def retinaface_weights(kind: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Where the checkpoint of "retinaface" or "retinaface-mobile" is (or would be) in the weights folder."""
+    from vidgpen.weights import find_weights, weights_dir as resolve_weights_dir
+
+    registry_name = RETINAFACE_VARIANTS[kind][2]
+    found = find_weights(registry_name, weights_dir)
+    return found if found is not None else resolve_weights_dir(weights_dir) / RETINAFACE_VARIANTS[kind][1]
+
+
+def check_detector_weights(kind: str, weights_dir: str | os.PathLike | None = None) -> None:
+    """Raise the WeightsError :func:`make_detector` would, without loading anything: an explicitly requested
+    RetinaFace whose checkpoint is not in the weights folder."""
+    if kind not in DETECTOR_KINDS:
+        raise OptionError(f"unknown detector {kind!r}; use one of {', '.join(DETECTOR_KINDS)}")
+    if kind in RETINAFACE_VARIANTS:
+        path = retinaface_weights(kind, weights_dir)
+        if not path.is_file():
+            raise WeightsError(f"{kind} weights not found: {path}; run 'vidgpen weights download "
+                               f"{RETINAFACE_VARIANTS[kind][2]}' or use --detector mtcnn")
+
+
 def make_detector(
     kind: str = "auto",
     *,
@@ -341,19 +362,15 @@ def make_detector(
 
     if kind == "mtcnn":
         return build_mtcnn()
-    from vidgpen.weights import weights_dir as resolve_weights_dir
-
-    folder = resolve_weights_dir(weights_dir)
     requested = "retinaface" if kind == "auto" else kind
-    network_name, file_name, registry_name = RETINAFACE_VARIANTS[requested]
-    path = folder / file_name
+    path = retinaface_weights(requested, weights_dir)
     if not path.is_file():
         if kind == "auto":
+            registry_name = RETINAFACE_VARIANTS[requested][2]
             message = (f"RetinaFace weights not found ({path}); detecting faces with MTCNN instead "
                        f"('vidgpen weights download {registry_name}' gets the better detector)")
             (notice or logger.warning)(message)
             return build_mtcnn()
-        raise WeightsError(f"{kind} weights not found: {path}; run 'vidgpen weights download {registry_name}' "
-                           "or use --detector mtcnn")
-    network = load_retinaface_network(network_name, path, device)
+        check_detector_weights(kind, weights_dir)
+    network = load_retinaface_network(RETINAFACE_VARIANTS[requested][0], path, device)
     return RetinaFaceDetector(network, name=requested, max_side=max_side, score_threshold=score_threshold)

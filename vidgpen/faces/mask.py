@@ -188,11 +188,12 @@ def feathered_mask(size: int) -> np.ndarray:
 
 
 def find_parser_weights(parser: str, weights_dir: str | Path | None) -> Path | None:
-    """The parser's checkpoint file in ``weights_dir``, or None when it is not there."""
-    if weights_dir is None:
-        return None
+    """The parser's checkpoint file in ``weights_dir`` (default: vidgpen's weights folder), or None."""
+    from vidgpen.weights import weights_dir as resolve_weights_dir
+
+    folder = resolve_weights_dir(weights_dir)
     for file_name in PARSERS[parser].file_names:
-        path = Path(weights_dir) / file_name
+        path = folder / file_name
         if path.is_file():
             return path
     return None
@@ -264,10 +265,25 @@ def build_masker(source: MaskSource = "auto", weights_dir: str | Path | None = N
             return ParsingMasker(load_parser_model(parser, checkpoint, device), parser, device)
     if source == "auto":
         return FeatheredMasker()
-    names = " or ".join(PARSERS[source].file_names)
-    raise WeightsError(
-        f"face parser weights {names} not found in {weights_dir}; download them or use the feathered mask"
-    )
+    raise _missing_parser_weights(source, weights_dir)
+
+
+def check_masker_weights(source: MaskSource, weights_dir: str | Path | None = None) -> None:
+    """Raise the error :func:`build_masker` would, without loading anything: an unknown source, or an explicitly
+    requested parser whose weights are not in the weights folder."""
+    if source not in MASK_SOURCES:
+        raise OptionError(f"unknown mask source {source!r}; choose one of {', '.join(MASK_SOURCES)}")
+    if source in PARSERS and find_parser_weights(source, weights_dir) is None:
+        raise _missing_parser_weights(source, weights_dir)
+
+
+def _missing_parser_weights(parser: str, weights_dir: str | Path | None) -> WeightsError:
+    from vidgpen.weights import weights_dir as resolve_weights_dir
+
+    names = " or ".join(PARSERS[parser].file_names)
+    registry_name = {"parsenet": "ParseNet", "bisenet": "BiSeNet"}[parser]
+    return WeightsError(f"face parser weights {names} not found in {resolve_weights_dir(weights_dir)}; run "
+                        f"'vidgpen weights download {registry_name}' or use --mask feathered")
 
 
 def _check_crops(restored_crops: np.ndarray) -> np.ndarray:

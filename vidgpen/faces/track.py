@@ -6,8 +6,11 @@ Per pushed frame the tracker
 2. associates detections to tracks by landmark distance (in eye distances) plus box overlap, with a gate,
    solved globally by the Hungarian method (``scipy.optimize.linear_sum_assignment``),
 3. applies hysteresis: a new track is *tentative* until it has ``confirm_hits`` consecutive hits (then it gets an id,
-   and its first frames are still emitted: they wait in the look-ahead buffer); a confirmed track survives up to
-   ``max_misses`` missed frames, and when it is found again the gap is bridged by interpolating its pose,
+   and its first frames are still emitted: they wait in the look-ahead buffer); a tentative track that ends sooner
+   (a face that flashes past, a clip of two frames) is kept when its best detection score is at least
+   ``confident_score``, and otherwise left out and counted in :attr:`FaceTracker.left_out_detections`; a confirmed
+   track survives up to ``max_misses`` missed frames, and when it is found again the gap is bridged by
+   interpolating its pose,
 4. on a scene cut ends every track (the next faces get new ids),
 5. emits, in order, every frame that is final: no tentative track covering it is still undecided, and every live
    track covering it has its smoothing window complete (or has ended). With no face around a frame comes out at once.
@@ -119,6 +122,8 @@ class FaceTracker:
         lookahead / 2), "one-euro" (causal, uses pts deltas; ``min_cutoff`` and ``derivative_cutoff`` in Hz,
         ``beta`` per face-size-per-second for translation), or "none".
     confirm_hits: consecutive searched frames with a detection before a track is confirmed and gets an id.
+    confident_score: a track that ends before ``confirm_hits`` is still confirmed when one of its detections scored
+        at least this much (the age rule guards against false detections, which rarely score this high).
     max_misses: missed (searched) frames a confirmed track survives; such gaps are bridged by interpolation.
     detection_interval: the caller runs detection on every n-th frame (pushing ``None`` in between); only used to
         bound :attr:`latency_frames`.
@@ -133,6 +138,7 @@ class FaceTracker:
         *,
         sigma: float | None = None,
         confirm_hits: int = 3,
+        confident_score: float = 0.98,
         max_misses: int = 5,
         detection_interval: int = 1,
         max_landmark_distance: float = 1.0,
@@ -147,6 +153,8 @@ class FaceTracker:
             raise OptionError(f"look-ahead must be >= 0 frames, got {lookahead}")
         if confirm_hits < 1:
             raise OptionError(f"confirm hits must be >= 1, got {confirm_hits}")
+        if confident_score < 0.0:
+            raise OptionError(f"confident score must be >= 0 (above 1 turns it off), got {confident_score}")
         if max_misses < 0:
             raise OptionError(f"max misses must be >= 0, got {max_misses}")
         if detection_interval < 1:
@@ -157,6 +165,9 @@ class FaceTracker:
         self.smoothing = smoothing
         self.sigma = sigma if sigma is not None else max(lookahead / 2.0, 0.5)
         self.confirm_hits = confirm_hits
+        self.confident_score = confident_score
+        # Detections of tentative tracks that ended unconfirmed (short and not confident): never restored.
+        self.left_out_detections = 0
         self.max_misses = max_misses
         self.detection_interval = detection_interval
         self.max_landmark_distance = max_landmark_distance
@@ -212,9 +223,20 @@ class FaceTracker:
 
     def _end_all_tracks(self) -> None:
         for track in self._tracks:
-            track.alive = False
-        # Tentative tracks never reach the output; confirmed ones stay until their frames are emitted.
+            if track.alive:
+                self._end_track(track)
+        # Unconfirmed tracks never reach the output; confirmed ones stay until their frames are emitted.
         self._tracks = [track for track in self._tracks if track.confirmed]
+
+    def _end_track(self, track: _Track) -> None:
+        """A track stops here: a short tentative one is confirmed if confident, else its detections are left out."""
+        track.alive = False
+        if track.confirmed:
+            return
+        if max(sample.score for sample in track.samples) >= self.confident_score:
+            self._confirm(track)
+        else:
+            self.left_out_detections += track.hits
 
     def _update_tracks(self, seq: int, detections: list[Detection]) -> None:
         live_tracks = [track for track in self._tracks if track.alive]
@@ -228,7 +250,7 @@ class FaceTracker:
                 continue
             track.misses += 1
             if not track.confirmed or track.misses > self.max_misses:
-                track.alive = False  # a tentative track needs consecutive hits
+                self._end_track(track)  # a tentative track needs consecutive hits
         self._tracks = [track for track in self._tracks if track.alive or track.confirmed]
         for detection_index in unmatched_detections:
             self._start_track(seq, detections[detection_index])
@@ -303,10 +325,13 @@ class FaceTracker:
 
     def _confirm_if_ready(self, track: _Track) -> None:
         if not track.confirmed and track.hits >= self.confirm_hits:
-            track.track_id = self._next_track_id
-            self._next_track_id += 1
-            if self.smoothing == "one-euro":
-                track.filter = OneEuroFilter(*self._one_euro_settings)
+            self._confirm(track)
+
+    def _confirm(self, track: _Track) -> None:
+        track.track_id = self._next_track_id
+        self._next_track_id += 1
+        if self.smoothing == "one-euro":
+            track.filter = OneEuroFilter(*self._one_euro_settings)
 
     # -- emission and smoothing -------------------------------------------------------------------------------------
 

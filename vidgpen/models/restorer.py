@@ -57,8 +57,20 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     else:
         raise OptionError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
     if chosen == torch.float16 and device.type == "cpu":
-        raise OptionError("fp16 is for CUDA; on CPU use --dtype bf16 (fast) or fp32 (exact)")
+        if cpu_has_fast_bf16():
+            raise OptionError("fp16 is for CUDA; on this CPU use --dtype bf16 (native here, about 2x faster than "
+                              "fp32) or fp32 (exact), or leave --dtype auto")
+        raise OptionError("fp16 is for CUDA; on this CPU use --dtype fp32 (or leave --dtype auto): it has no "
+                          "native bf16, so bf16 would be emulated and about 20x slower")
     return chosen
+
+
+def slow_dtype_warning(dtype: str | torch.dtype | None, device: torch.device) -> str | None:
+    """The warning for an explicit bf16 on a CPU that only emulates it (about 20x slower than fp32), else None."""
+    if device.type == "cpu" and dtype in ("bf16", torch.bfloat16) and not cpu_has_fast_bf16():
+        return ("--dtype bf16 on this CPU is emulated (no AVX512-BF16/AMX) and about 20x slower than fp32; "
+                "use --dtype fp32, or leave --dtype auto")
+    return None
 
 
 def retain_freed_memory() -> bool:

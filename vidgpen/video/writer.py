@@ -207,6 +207,11 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._shift_ticks = round(Fraction(self.time_range.shift).limit_denominator(10**9) / self.time_base)
 
+    def release_unused(self) -> None:
+        """Close the input a writer that will never be entered holds: constructing one and releasing it runs
+        every destination, codec and stream check without writing anything (done before models are loaded)."""
+        self._source.close()
+
     # -- checks before anything is written -------------------------------------------------------------
     def _check_destination(self, overwrite: bool) -> None:
         dst, src = self.dst, self.info.path
