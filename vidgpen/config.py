@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidgpen.errors import OptionError
 from vidgpen.faces.align import TEMPLATES
+from vidgpen.faces.color import COLOR_MODES
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class RestoreOptions:
     Time: ``smoothing`` window|one-euro|none with ``lookahead`` frames each side; ``temporal_strength`` 0..1.
     Paste: ``mask`` auto|parsenet|bisenet|feathered; ``alpha`` 0..1 restoration strength; ``paste_mode``
     replace (official) | residual (keeps what the restorer did not change).
+    Fidelity: ``color`` auto (the input face's low-frequency colour; black-and-white or tinted faces keep the
+    input's chroma) | match (colour only) | off; ``max_drift`` landmark shift of the restored face (fraction of
+    the eye distance) beyond which its strength is lowered smoothly, None: never.
     Video out: ``start``/``end`` trim, ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``drop_incompatible``.
     Extras: ``compare`` writes before|after side by side; ``save_faces`` a folder for restored crops;
     ``report`` a JSON file of every face in every frame; ``overwrite`` an existing output.
@@ -52,6 +56,8 @@ class RestoreOptions:
     mask: str = "auto"
     alpha: float = 1.0
     paste_mode: str = "replace"
+    color: str = "auto"
+    max_drift: float | None = None
     start: float | str | None = None
     end: float | str | None = None
     codec: str | None = None
@@ -76,6 +82,10 @@ class RestoreOptions:
             raise OptionError(f"--detect-max-side must be at least 64 pixels, got {self.detect_max_side}")
         if self.template not in TEMPLATES:
             raise OptionError(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        if self.color not in COLOR_MODES:
+            raise OptionError(f"--color must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if self.max_drift is not None and not self.max_drift > 0:
+            raise OptionError(f"--max-drift must be a positive fraction of the eye distance, got {self.max_drift}")
         if self.paste_mode not in ("replace", "residual"):
             raise OptionError(f"--paste-mode must be replace or residual, got {self.paste_mode!r}")
         if self.detect_every < 1:

@@ -26,13 +26,14 @@ import numpy as np
 
 from vidgpen.config import RestoreOptions
 from vidgpen.faces.align import fit_crop, warp_crop
+from vidgpen.faces.color import keep_chroma
 from vidgpen.faces.detect import FaceDetector, make_detector
+from vidgpen.faces.finish import FaceFinisher
 from vidgpen.faces.mask import FaceMasker, build_masker
-from vidgpen.faces.paste import PasteItem, paste_faces
+from vidgpen.faces.paste import PasteItem, paste_faces, paste_region
 from vidgpen.faces.report import ReportWriter
 from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.select import select_faces
-from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
@@ -141,6 +142,8 @@ class _FaceWork:
     input_crop: np.ndarray             # (S, S, 3) uint8 RGB aligned input
     shown: np.ndarray | None = None    # (S, S, 3) uint8 RGB restored and temporally blended
     mask: np.ndarray | None = None     # (S, S) float32
+    monochrome: bool = False           # paste the luminance only, keep the frame's chroma
+    record: dict | None = None         # drift and colour facts for --report
 
 
 @dataclass
@@ -267,7 +270,14 @@ def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOption
         return image
     items = [PasteItem(restored_crop=f.shown, crop_matrix=f.crop_matrix, mask=f.mask, box=f.box,
                        original_crop=f.input_crop) for f in faces]
-    return paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+    pasted = paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+    height, width = image.shape[:2]
+    for face in faces:
+        region = paste_region(face.crop_matrix, face.shown.shape[0], height, width) if face.monochrome else None
+        if region is not None:  # black-and-white film: the frame keeps its own chroma exactly
+            x0, y0, x1, y1 = region
+            pasted[y0:y1, x0:x1] = keep_chroma(pasted[y0:y1, x0:x1], image[y0:y1, x0:x1])
+    return pasted
 
 
 def save_face_crops(folder: Path, stem: str, faces: list[_FaceWork]) -> None:
@@ -425,7 +435,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
     resumed run meets the same batches and can take their restored crops from ``store``."""
     options, size = engine.options, engine.size
-    blender = TemporalBlender(strength=options.temporal_strength)
+    finisher = FaceFinisher.from_options(options, engine.detector)
     batch_size = engine.restorer.batch_size
     pending: list[_FrameWork] = []
     face_count = 0
@@ -445,7 +455,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, blender, pending, store)
+            _restore_pending(engine, finisher, pending, store)
             stages.busy("restore", time.perf_counter() - t0)
             for work in pending:
                 stages.put(out_q, work)
@@ -453,7 +463,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
     stages.put(out_q, _END)
 
 
-def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
+def _restore_pending(engine: FaceEngine, finisher: FaceFinisher, pending: list[_FrameWork],
                      store: RestoredFaceStore | None = None) -> None:
     faces = [face for work in pending for face in work.faces]
     if not faces:
@@ -467,11 +477,12 @@ def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list
     index = 0
     for work in pending:
         if work.tracked.scene_cut:
-            blender.reset()
+            finisher.reset()
         for face in work.faces:
-            face.shown = blender.blend(face.track_id, work.frame.index, face.input_crop, restored[index])
+            finished = finisher.finish(face.track_id, work.frame.index, face.input_crop, restored[index])
+            face.shown, face.monochrome, face.record = finished.shown, finished.monochrome, finished.record
             index += 1
-        blender.prune(work.frame.index)
+        finisher.prune(work.frame.index)
     masks = engine.masker(np.stack([f.shown for f in faces]))
     for face, mask in zip(faces, masks):
         face.mask = mask
@@ -491,7 +502,8 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
         if options.save_faces is not None and work.faces:
             save_face_crops(Path(options.save_faces), f"frame{work.frame.index:06d}", work.faces)
         if report is not None:
-            report.write(work.tracked, {f.track_id: f.crop_matrix for f in work.faces})
+            report.write(work.tracked, {f.track_id: f.crop_matrix for f in work.faces},
+                         {f.track_id: f.record for f in work.faces if f.record})
         writer.write(dataclasses.replace(work.frame, image=image))
         stages.busy("encode", time.perf_counter() - t0)
         counts["faces"] += len(work.faces)
@@ -512,7 +524,11 @@ def restore_photo(image: np.ndarray, engine: FaceEngine) -> tuple[np.ndarray, li
     if not faces:
         return image, faces
     restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
-    masks = engine.masker(restored)
-    for face, crop, mask in zip(faces, restored, masks):
-        face.shown, face.mask = crop, mask
+    finisher = FaceFinisher.from_options(options.replace(temporal_strength=0.0), engine.detector)
+    for face, crop in zip(faces, restored):
+        finished = finisher.finish(face.track_id, 0, face.input_crop, crop)
+        face.shown, face.monochrome, face.record = finished.shown, finished.monochrome, finished.record
+    masks = engine.masker(np.stack([f.shown for f in faces]))
+    for face, mask in zip(faces, masks):
+        face.mask = mask
     return paste_back(image, faces, options), faces

@@ -51,7 +51,7 @@ HEAD_BYTES = 1 << 20  # checkpoint bytes hashed at each end: enough to tell two 
 # size go into the journal as the restorer actually resolved them ("auto" can resolve differently elsewhere).
 PIXEL_OPTIONS = (
     "model", "compile", "detect_max_side", "detect_every", "faces", "min_face", "max_faces", "template", "smoothing",
-    "lookahead", "temporal_strength", "alpha", "paste_mode", "start", "end", "codec", "crf", "preset", "pix_fmt",
+    "lookahead", "temporal_strength", "alpha", "paste_mode", "color", "max_drift", "start", "end", "codec", "crf", "preset", "pix_fmt",
     "drop_incompatible", "compare",
 )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
+from vidgpen.faces.color import COLOR_MODES
 from vidgpen.models.variants import VARIANTS
 
 
@@ -49,6 +50,12 @@ def register(subparsers) -> None:
     paste.add_argument("--alpha", type=float, default=1.0, help="0..1 strength of the restoration")
     paste.add_argument("--paste-mode", default="replace", choices=["replace", "residual"],
                        help="replace the face (official) or add only what the model changed")
+    paste.add_argument("--color", default="auto", choices=list(COLOR_MODES),
+                       help="auto (default): give the restored face the input's low-frequency colour, and keep the "
+                            "input's chroma on black-and-white or tinted (sepia) faces; match: colour only; off")
+    paste.add_argument("--max-drift", type=float, metavar="FRACTION",
+                       help="lower --alpha smoothly for faces whose restored landmarks moved more than this fraction "
+                            "of the eye distance from the input's (e.g. 0.08; default: never)")
     video = p.add_argument_group("video output")
     video.add_argument("--start", help="start time (seconds or HH:MM:SS.ms)")
     video.add_argument("--end", help="end time (seconds or HH:MM:SS.ms)")
@@ -79,6 +86,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,
         max_faces=args.max_faces, template=args.template, smoothing=args.smoothing, lookahead=args.lookahead,
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
+        color=args.color, max_drift=args.max_drift,
         start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, compare=args.compare, save_faces=args.save_faces,
         report=args.report, overwrite=args.overwrite, resume=args.resume)
