@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--size", type=int, default=512, help="crop side for the cost measurement")
+    parser.add_argument("--size", type=int, help="crop side for the cost measurement (default 512; 256 with --smoke)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--gpen", action="store_true", help="also run the recipe GPEN-256 in the flicker runs")
     parser.add_argument("--threads", type=int, default=2)
@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.smoke:
-        args.frames, args.size, args.rounds = 6, 256, 2
+        args.frames, args.rounds = 6, 3
+    args.size = args.size or (256 if args.smoke else 512)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     clip = MovingFaceClip(frames=args.frames, width=args.width, height=args.height, scale=1.2 * args.height / 240,

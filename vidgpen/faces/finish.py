@@ -20,6 +20,10 @@ from vidgpen.faces.color import MonochromeDetector, keep_chroma, match_color
 from vidgpen.faces.drift import DriftLimiter, measure_drift
 from vidgpen.faces.temporal import TemporalBlender
 
+# The landmark drift runs the detector on two crops (~40 ms with MTCNN on 2 cores): every few frames of a track is
+# enough for a property that changes slowly, and --max-drift follows it smoothly anyway.
+LANDMARK_INTERVAL = 4
+
 
 @dataclass
 class FinishedFace:
@@ -35,16 +39,19 @@ class FaceFinisher:
     """``color``: auto (match the input's colour; keep the input's chroma on black-and-white or tinted faces) |
     match (colour matching only) | off. ``max_drift``: landmark shift (fraction of the eye distance) beyond which
     a face's strength is lowered; None: never. ``detector``: finds landmarks on restored crops, for the drift
-    report and ``max_drift`` (None: landmark shift is not measured). ``template``: the crop template."""
+    report and ``max_drift``, on a track's first face and every ``landmark_interval`` frames after (None: landmark
+    shift is not measured). ``template``: the crop template."""
 
     def __init__(self, *, temporal_strength: float = 0.6, color: str = "auto", max_drift: float | None = None,
-                 detector=None, template: str = "gpen"):
+                 detector=None, template: str = "gpen", landmark_interval: int = LANDMARK_INTERVAL):
         self.blender = TemporalBlender(strength=temporal_strength)
         self.color = color
         self.monochrome = MonochromeDetector() if color == "auto" else None
         self.limiter = DriftLimiter(max_drift) if max_drift is not None else None
         self.detector = detector
         self.template = template
+        self.landmark_interval = landmark_interval
+        self._landmarks_measured: dict[int, int] = {}   # track id -> frame of its last landmark measurement
 
     @classmethod
     def from_options(cls, options, detector=None) -> "FaceFinisher":
@@ -56,7 +63,12 @@ class FaceFinisher:
 
     def finish(self, track_id: int, frame_index: int, input_crop: np.ndarray, restored: np.ndarray) -> FinishedFace:
         """input_crop, restored: ``[S, S, 3]`` uint8 RGB aligned crops of one face."""
-        drift = measure_drift(input_crop, restored, self.detector, self.template)
+        last = self._landmarks_measured.get(track_id)
+        measure_landmarks = self.detector is not None and (
+            last is None or not 0 <= frame_index - last < self.landmark_interval)
+        if measure_landmarks:
+            self._landmarks_measured[track_id] = frame_index
+        drift = measure_drift(input_crop, restored, self.detector if measure_landmarks else None, self.template)
         face = restored
         if self.color != "off":
             face = match_color(face, input_crop)
@@ -81,6 +93,7 @@ class FaceFinisher:
     def reset(self) -> None:
         """Scene cut: every track starts afresh."""
         self.blender.reset()
+        self._landmarks_measured.clear()
         if self.monochrome is not None:
             self.monochrome.reset()
         if self.limiter is not None:
@@ -89,6 +102,8 @@ class FaceFinisher:
     def prune(self, frame_index: int) -> None:
         """Forget tracks not seen for a while (bounded memory)."""
         self.blender.prune(frame_index)
+        for track_id in [t for t, f in self._landmarks_measured.items() if frame_index - f > 2 * self.landmark_interval]:
+            del self._landmarks_measured[track_id]
         if self.monochrome is not None:
             self.monochrome.prune(frame_index)
         if self.limiter is not None:

@@ -99,21 +99,19 @@ class TemporalBlender:
             return previous_shown, _resize(weight, size)
         flow_back = self._dis().calc(current_gray, previous_gray, None)
         flow_forward = self._dis().calc(previous_gray, current_gray, None)
-        grid = _grid(side)
-        map_x, map_y = grid[0] + flow_back[..., 0], grid[1] + flow_back[..., 1]
-        warped_previous = cv2.remap(_blurred(previous_gray), map_x, map_y, cv2.INTER_LINEAR,
+        where = _grid(side) + flow_back     # [F, F, 2]: where each pixel was in the previous crop
+        warped_previous = cv2.remap(_blurred(previous_gray), where, None, cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REPLICATE)
-        forward_there = cv2.remap(flow_forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        forward_there = cv2.remap(flow_forward, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         round_trip = np.sqrt(np.square(flow_back + forward_there).sum(-1))
         weight = self.weight(warped_previous, _blurred(current_gray))
         weight *= np.exp(-np.square(round_trip / self.consistency_px))
         # pixels whose motion comes from outside the previous crop have nothing to blend with
-        weight[(map_x < 0) | (map_x > side - 1) | (map_y < 0) | (map_y > side - 1)] = 0.0
-        scale = size / side
-        full_grid = _grid(size)
-        flow_full = cv2.resize(flow_back, (size, size), interpolation=cv2.INTER_LINEAR) * scale
-        warped_shown = cv2.remap(previous_shown, full_grid[0] + flow_full[..., 0], full_grid[1] + flow_full[..., 1],
-                                 cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        weight[((where < 0) | (where > side - 1)).any(axis=-1)] = 0.0
+        # the same motion at full size: one interleaved float map, one remap
+        where_full = cv2.resize(flow_back, (size, size), interpolation=cv2.INTER_LINEAR)
+        cv2.scaleAdd(where_full, size / side, _grid(size), dst=where_full)
+        warped_shown = cv2.remap(previous_shown, where_full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return warped_shown, _resize(weight, size)
 
     def weight(self, previous_gray: np.ndarray, current_gray: np.ndarray) -> np.ndarray:
@@ -155,9 +153,9 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (x, y) of a ``side`` square, float32, read-only."""
+def _grid(side: int) -> np.ndarray:
+    """Pixel coordinates of a ``side`` square, ``[side, side, 2]`` float32 (x, y), read-only."""
     y, x = np.mgrid[0:side, 0:side].astype(np.float32)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
+    grid = np.ascontiguousarray(np.stack([x, y], axis=-1))
+    grid.setflags(write=False)
+    return grid
