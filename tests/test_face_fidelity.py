@@ -168,11 +168,27 @@ def test_keep_chroma_is_exact_on_grey():
     np.testing.assert_allclose(kept[..., 0], cv2.cvtColor(colourful, cv2.COLOR_RGB2GRAY), atol=1)
 
 
-@pytest.mark.parametrize("color", ["gray", "sepia"])
-def test_black_and_white_film_keeps_its_chroma(clips, engine, tmp_path, color):
+def cli_restore(source, target, restorer, *args) -> None:
+    """``vidgpen restore`` with the run's engine built around ``restorer`` (MTCNN, feathered mask, fp32)."""
+    def build(options, notice=None, _restorer=None):
+        return pipeline.build_engine(options, notice, restorer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "build_engine", build)
+        code, _, err = run_cli("restore", source, "-o", target, "--model", "GPEN-BFR-256", "--detector", "mtcnn",
+                               "--mask", "feathered", "--dtype", "fp32", "--quiet", *args)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("color, through", [("gray", "library"), ("sepia", "cli")])
+def test_black_and_white_film_keeps_its_chroma(clips, engine, tmp_path, color, through):
     clip, source, inputs = clips[color]
     colourful = ColorShiftingRestorer(engine.restorer, (0.0, 20.0, 25.0))   # a restorer that colours the face
-    outputs = run(engine, source, tmp_path / "out.mp4", colourful, report=tmp_path / "report.json")
+    if through == "cli":
+        cli_restore(source, tmp_path / "out.mp4", colourful, "--report", tmp_path / "report.json")
+        outputs = decoded(tmp_path / "out.mp4")
+    else:
+        outputs = run(engine, source, tmp_path / "out.mp4", colourful, report=tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(face["monochrome"] for frame in report["frames"] for face in frame["faces"])
     for t, (a, b) in enumerate(zip(inputs, outputs)):
@@ -203,11 +219,17 @@ def test_colour_clip_is_untouched_by_the_black_and_white_rule(clips, engine, tmp
 # ------------------------------------------------------------------------------------------------------- drift
 
 
-def test_options_are_checked():
+def test_options_are_checked(clips, tmp_path):
     with pytest.raises(OptionError, match="--color"):
         RestoreOptions(color="sepia")
     with pytest.raises(OptionError, match="--max-drift"):
         RestoreOptions(max_drift=0)
+    _, source, _ = clips["color"]
+    code, _, err = run_cli("restore", source, "-o", tmp_path / "out.mp4", "--max-drift", "-1")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("vidgpen: error: --max-drift must be a positive")
+    code, _, err = run_cli("restore", source, "-o", tmp_path / "out.mp4", "--color", "sepia")
+    assert code == 2 and "--color" in err
+    assert not (tmp_path / "out.mp4").exists()
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +243,7 @@ def drift_runs(clips, engine, tmp_path_factory):
     base = ShimmeringRestorer(256, amplitude=3.0)
     for name, restorer, extra in (("plain", base, []),
                                   ("smile", MouthMovingRestorer(base, shift=16.0), ["--max-drift", "0.035"])):
-        def build(options, notice=None, restorer_=None, chosen=restorer):
-            return pipeline.build_engine(options, notice, chosen)
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(api, "build_engine", build)
-            code, _, err = run_cli("restore", source, "-o", folder / f"{name}.mp4", "--model", "GPEN-BFR-256",
-                                   "--detector", "mtcnn", "--mask", "feathered", "--dtype", "fp32", "--quiet",
-                                   "--report", folder / f"{name}.json", *extra)
-        assert code == 0, err
+        cli_restore(source, folder / f"{name}.mp4", restorer, "--report", folder / f"{name}.json", *extra)
         report = json.loads((folder / f"{name}.json").read_text())
         results[name] = [frame["faces"][0] for frame in report["frames"]]
         results[name + "_frames"] = decoded(folder / f"{name}.mp4")
@@ -304,3 +318,20 @@ def test_finisher_lowers_the_strength_of_a_drifting_face():
     finisher.detector = ShiftedLandmarks(0.0)                                # the face stops drifting:
     strengths = [finisher.finish(7, t, input_crop, restored).record["strength"] for t in range(1, 6)]
     assert all(a < b for a, b in zip(strengths, strengths[1:])) and strengths[0] < 0.7 and strengths[-1] > 0.85
+
+
+def test_finisher_state_is_bounded_and_reset_by_a_cut():
+    from vidgpen.faces.finish import FaceFinisher
+
+    rng = np.random.default_rng(4)
+    crop = rng.integers(0, 90, (64, 64, 3), dtype=np.uint8)
+    restored = rng.integers(120, 255, (64, 64, 3), dtype=np.uint8)
+    finisher = FaceFinisher(max_drift=0.05, detector=ShiftedLandmarks(0.0))
+    stores = lambda: [finisher.blender._tracks, finisher.monochrome._tracks, finisher.limiter._tracks,  # noqa: E731
+                      finisher._landmarks_measured]
+    for track in range(100):                     # a new face every frame, each seen once
+        finisher.finish(track, track, crop, restored)
+        finisher.prune(track)
+        assert max(len(store) for store in stores()) <= 2 * 4 + 1
+    finisher.reset()
+    assert all(len(store) == 0 for store in stores())

@@ -375,7 +375,8 @@ def _open_report(options: RestoreOptions, engine: FaceEngine, src) -> ReportWrit
         return None
     meta = {"input": str(src), "model": engine.restorer.variant, "size": engine.size,
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
-            "smoothing": options.smoothing, "lookahead": options.lookahead}
+            "smoothing": options.smoothing, "lookahead": options.lookahead,
+            "temporal_strength": options.temporal_strength, "color": options.color, "max_drift": options.max_drift}
     return ReportWriter(options.report, meta=meta)
 
 
