@@ -102,7 +102,8 @@ class FaceFinisher:
     def prune(self, frame_index: int) -> None:
         """Forget tracks not seen for a while (bounded memory)."""
         self.blender.prune(frame_index)
-        for track_id in [t for t, f in self._landmarks_measured.items() if frame_index - f > 2 * self.landmark_interval]:
+        stale = [t for t, f in self._landmarks_measured.items() if frame_index - f > 2 * self.landmark_interval]
+        for track_id in stale:
             del self._landmarks_measured[track_id]
         if self.monochrome is not None:
             self.monochrome.prune(frame_index)

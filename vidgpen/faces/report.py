@@ -18,8 +18,9 @@ temporary file beside the target that is renamed into place only when the report
 Coordinates are full-frame pixels; ``crop_matrix`` maps frame pixels to aligned-crop pixels (the matrix given to
 ``cv2.warpAffine``). The last five fields come from a restore run (:mod:`vidgpen.faces.finish`): how far the raw
 restoration moved from the input (Lab colour shift of the inner face; landmark shift as a fraction of the eye
-distance, from the detector run on the restored and the input crop; the restored landmarks in crop pixels), the factor ``--max-drift`` put on
-``--alpha``, and whether the face was treated as black-and-white film.
+distance, from the detector run on the restored and the input crop, on a track's first face and every 4th frame
+after, else null; the restored landmarks in crop pixels), the factor ``--max-drift`` put on ``--alpha``, and
+whether the face was treated as black-and-white film.
 """
 
 from __future__ import annotations
