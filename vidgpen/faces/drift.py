@@ -25,7 +25,11 @@ import numpy as np
 from vidgpen.faces.align import reference_points
 from vidgpen.faces.color import MATCH_SIZE, mean_lab_difference
 
-DETECT_SIZE = 224    # the crops are searched at this size (the face fills ~2/3 of it: plenty for MTCNN)
+# The detector searches the central 3/4 of each crop (the face fills ~2/3 of the crop in GPEN's template), reduced to
+# this size: landmarks came out steadier there than on the whole crop at 224 (MTCNN: 0.01-0.03 against 0.01-0.05
+# of the eye distance on an unchanged face).
+DETECT_MARGIN = 1 / 8
+DETECT_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ def crop_landmarks(crops: list[np.ndarray], detector) -> list[np.ndarray | None]
     """The detector's five landmarks on aligned ``[S, S, 3]`` crops (one batch), each (5, 2) crop pixels of the
     face nearest the crop's centre, or None where none is found."""
     size = crops[0].shape[0]
-    scale = size / DETECT_SIZE
-    small = [cv2.resize(crop, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_AREA) for crop in crops]
+    lo, hi = round(size * DETECT_MARGIN), size - round(size * DETECT_MARGIN)
+    scale = (hi - lo) / DETECT_SIZE
+    small = [cv2.resize(crop[lo:hi, lo:hi], (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_AREA)
+             for crop in crops]
     centre = np.array([DETECT_SIZE / 2, DETECT_SIZE / 2])
     result = []
     for found in detector.detect_batch(small):
@@ -60,7 +66,7 @@ def crop_landmarks(crops: list[np.ndarray], detector) -> list[np.ndarray | None]
             result.append(None)
             continue
         best = min(found, key=lambda d: np.linalg.norm(d.landmarks.mean(axis=0) - centre))
-        result.append(best.landmarks.astype(np.float64) * scale)
+        result.append(best.landmarks.astype(np.float64) * scale + lo)
     return result
 
 

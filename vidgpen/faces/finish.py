@@ -20,7 +20,7 @@ from vidgpen.faces.color import MonochromeDetector, keep_chroma, match_color
 from vidgpen.faces.drift import DriftLimiter, measure_drift
 from vidgpen.faces.temporal import TemporalBlender
 
-# The landmark drift runs the detector on two crops (~40 ms with MTCNN on 2 cores): every few frames of a track is
+# The landmark drift runs the detector on two crops (~20 ms with MTCNN on 2 cores): every few frames of a track is
 # enough for a property that changes slowly, and --max-drift follows it smoothly anyway.
 LANDMARK_INTERVAL = 4
 
