@@ -338,3 +338,28 @@ def test_finisher_state_is_bounded_and_reset_by_a_cut():
     finisher.reset()
     assert all(len(store) == 0 for store in stores())
 
+
+
+def test_monochrome_paste_keeps_the_frame_chroma_and_leaves_the_rest_alone():
+    from dataclasses import replace
+
+    from vidgpen.faces.mask import feathered_mask
+    from vidgpen.pipeline import _FaceWork, paste_back
+    from vidgpen.testing import SEPIA_TINT
+
+    clip = clip_of("sepia")
+    frame = clip.frame(0, np.random.default_rng(5))
+    matrix = crop_matrix(clip.landmarks(0), 256)
+    input_crop = warp_crop(frame, matrix, 256)
+    colourful = ColorShiftingRestorer(ShimmeringRestorer(256), (0.0, 20.0, 25.0)).restore(input_crop)
+    face = _FaceWork(track_id=0, crop_matrix=matrix, box=np.array([0, 0, 200, 200], np.float32),
+                     input_crop=input_crop, shown=colourful, mask=np.array(feathered_mask(256)), monochrome=True)
+    pasted = paste_back(frame, [face], RestoreOptions())
+    untouched_by_colour_paste = (paste_back(frame, [replace(face, monochrome=False)], RestoreOptions()) == frame).all(2)
+    np.testing.assert_array_equal(pasted[untouched_by_colour_paste], frame[untouched_by_colour_paste])
+    changed = (pasted != frame).any(axis=2)
+    assert changed.sum() > 2000                                      # the face was pasted
+    ycc_in, ycc_out = (cv2.cvtColor(x, cv2.COLOR_RGB2YCrCb).astype(int) for x in (frame, pasted))
+    assert np.abs(ycc_out[..., 1:] - ycc_in[..., 1:])[changed].max() <= 1    # with the frame's own chroma
+    assert np.abs(ycc_out[..., 0] - ycc_in[..., 0])[changed].mean() > 3      # and the restored luminance
+    assert SEPIA_TINT[2] < 1                                         # (the clip really is tinted)

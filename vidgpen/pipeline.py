@@ -276,7 +276,10 @@ def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOption
         region = paste_region(face.crop_matrix, face.shown.shape[0], height, width) if face.monochrome else None
         if region is not None:  # black-and-white film: the frame keeps its own chroma exactly
             x0, y0, x1, y1 = region
-            pasted[y0:y1, x0:x1] = keep_chroma(pasted[y0:y1, x0:x1], image[y0:y1, x0:x1])
+            after, before = pasted[y0:y1, x0:x1], image[y0:y1, x0:x1]
+            unchanged = cv2.inRange(cv2.absdiff(after, before), (0, 0, 0), (0, 0, 0))
+            # where the paste left the frame alone it stays bit-identical (a YCrCb round trip could move it a level)
+            np.copyto(after, keep_chroma(after, before), where=(unchanged == 0)[:, :, None])
     return pasted
 
 
