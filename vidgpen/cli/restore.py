@@ -44,7 +44,8 @@ def register(subparsers) -> None:
                        help="landmark smoothing: zero-phase window (default), zero-latency One Euro, or none")
     faces.add_argument("--lookahead", type=int, default=4, help="frames each side of the smoothing window")
     faces.add_argument("--temporal-strength", type=float, default=0.6,
-                       help="0..1 blending of each face with its previous restoration against flicker (0: off)")
+                       help="0..1 blending of each face with its previous restoration, carried along the face's "
+                            "motion, against flicker (default 0.6; 0: off)")
     paste = p.add_argument_group("paste-back")
     paste.add_argument("--mask", default="auto", choices=["auto", "parsenet", "bisenet", "feathered"])
     paste.add_argument("--alpha", type=float, default=1.0, help="0..1 strength of the restoration")
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
                             "input's chroma on black-and-white or tinted (sepia) faces; match: colour only; off")
     paste.add_argument("--max-drift", type=float, metavar="FRACTION",
                        help="lower --alpha smoothly for faces whose restored landmarks moved more than this fraction "
-                            "of the eye distance from the input's (e.g. 0.08; default: never)")
+                            "of the eye distance from the input's (e.g. 0.05; default: never)")
     video = p.add_argument_group("video output")
     video.add_argument("--start", help="start time (seconds or HH:MM:SS.ms)")
     video.add_argument("--end", help="end time (seconds or HH:MM:SS.ms)")
