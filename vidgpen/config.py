@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidgpen.errors import OptionError
 from vidgpen.faces.align import TEMPLATES
+from vidgpen.faces.color import COLOR_MODES
 from vidgpen.video.deinterlace import DEINTERLACE_MODES
 
 
@@ -44,6 +45,9 @@ class RestoreOptions:
     replace (official) | residual (keeps what the restorer did not change).
     Video in: ``deinterlace`` auto (when the video says it is interlaced) | on | off | field-rate (one frame per
     field, twice the frame rate).
+    Fidelity: ``color`` auto (the input face's low-frequency colour; black-and-white or tinted faces keep the
+    input's chroma) | match (colour only) | off; ``max_drift`` landmark shift of the restored face (fraction of
+    the eye distance) beyond which its strength is lowered smoothly, None: never.
     Video out: ``start``/``end`` trim, ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``drop_incompatible``.
     Size: ``upscale`` 1|2|3|4|"auto" makes the output N times the input (faces pasted at that resolution, see
     :mod:`vidgpen.upscale`); ``bg_upscaler`` lanczos|realesrgan-x2|realesrgan-x4|realesr-general-x4v3|a checkpoint
@@ -77,6 +81,8 @@ class RestoreOptions:
     alpha: float = 1.0
     paste_mode: str = "replace"
     deinterlace: str = "auto"
+    color: str = "auto"
+    max_drift: float | None = None
     start: float | str | None = None
     end: float | str | None = None
     codec: str | None = None
@@ -112,6 +118,10 @@ class RestoreOptions:
                 raise OptionError(f"{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.template not in TEMPLATES:
             raise OptionError(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        if self.color not in COLOR_MODES:
+            raise OptionError(f"--color must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if self.max_drift is not None and not self.max_drift > 0:
+            raise OptionError(f"--max-drift must be a positive fraction of the eye distance, got {self.max_drift}")
         if self.paste_mode not in ("replace", "residual"):
             raise OptionError(f"--paste-mode must be replace or residual, got {self.paste_mode!r}")
         if self.detect_every < 1:

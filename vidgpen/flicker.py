@@ -20,7 +20,9 @@ from vidgpen.errors import InputError
 
 FLOW_DENOISE_SIGMA = 0.0  # pixels (0: flow on the frames as they are)
 
-FacesForFrame = Callable[[int, np.ndarray], Sequence[np.ndarray]]
+FacesForFrame = Callable[[int, np.ndarray], "Sequence[np.ndarray] | np.ndarray"]
+# (index, gray now, gray before) -> (backward flow [H, W, 2], where it holds [H, W] bool)
+FlowForPair = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,21 @@ def region_mask(shape: tuple[int, int], polygons: Sequence[np.ndarray]) -> np.nd
     return mask.astype(bool)
 
 
+def estimated_flow(index: int, gray_now: np.ndarray, gray_before: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input's own motion from frame ``index`` back to the one before, and where it is consistent."""
+    flow_back = backward_flow(gray_now, gray_before)
+    flow_forward = backward_flow(gray_before, gray_now)
+    return flow_back, consistent_flow_mask(flow_back, flow_forward)
+
+
 def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame,
+                  flow_for_pair: FlowForPair = estimated_flow,
                   on_frame: Callable[[int, int], None] | None = None) -> FlickerResult:
     """input_frames, output_frames: iterables of ``[H, W, 3]`` uint8 RGB of equal length and size.
 
-    faces_for_frame(index, input_frame) gives the face regions of that frame as ``[N, 2]`` polygons.
+    faces_for_frame(index, input_frame) gives the face regions of that frame as ``[N, 2]`` polygons, or as one
+    ``[H, W]`` bool mask. flow_for_pair gives the motion between consecutive frames: by default the input's own
+    optical flow (what ``vidgpen flicker`` uses); tests with generated clips pass the true motion.
     on_frame(frames done, face regions so far) is called after each frame (progress).
     """
     totals = np.zeros(2)
@@ -94,13 +106,16 @@ def warping_error(input_frames, output_frames, faces_for_frame: FacesForFrame,
             gray = cv2.GaussianBlur(gray, (0, 0), FLOW_DENOISE_SIGMA)
         if previous is not None:
             gray_prev, in_prev, out_prev = previous
-            polygons = faces_for_frame(index, frame_in)
-            regions += len(polygons)
-            region = region_mask(gray.shape, polygons)
+            faces = faces_for_frame(index, frame_in)
+            if isinstance(faces, np.ndarray) and faces.dtype == bool:
+                region = faces
+                regions += int(faces.any())
+            else:
+                region = region_mask(gray.shape, faces)
+                regions += len(faces)
             if region.any():
-                flow_back = backward_flow(gray, gray_prev)
-                flow_forward = backward_flow(gray_prev, gray)
-                valid = region & consistent_flow_mask(flow_back, flow_forward)
+                flow_back, consistent = flow_for_pair(index, gray, gray_prev)
+                valid = region & consistent
                 count = int(valid.sum())
                 if count:
                     for k, (now, before) in enumerate(((frame_in, in_prev), (frame_out, out_prev))):

@@ -28,13 +28,14 @@ import torch
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError
 from vidgpen.faces.align import fit_crop, warp_crop
+from vidgpen.faces.color import keep_chroma
 from vidgpen.faces.detect import FaceDetector, check_detector_weights, make_detector
+from vidgpen.faces.finish import FaceFinisher
 from vidgpen.faces.mask import FaceMasker, build_masker, check_masker_weights
-from vidgpen.faces.paste import PasteItem, paste_faces, scale_for_frame
+from vidgpen.faces.paste import PasteItem, paste_faces, paste_region, scale_for_frame
 from vidgpen.faces.report import ReportWriter
 from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.select import select_faces
-from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFace, TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype, slow_dtype_warning
@@ -177,7 +178,8 @@ def build_engine(options: RestoreOptions, notice: Callable[[str], None] | None =
         checkpoint = path
         restorer = load_restorer(path, options.device, options.dtype, model=options.model,
                                  batch_size=options.batch_size, compile=options.compile)
-    if restorer.spec.task != "bfr":
+    spec = getattr(restorer, "spec", None)  # a stand-in restorer handed in (tests, benches) has none
+    if spec is not None and spec.task != "bfr":
         raise OptionError(f"{checkpoint or 'the restorer'} holds {restorer.variant}, which is not a face restoration "
                           "model; use a GPEN-BFR checkpoint")
     device = str(restorer.device)
@@ -204,6 +206,8 @@ class _FaceWork:
     input_crop: np.ndarray             # (S, S, 3) uint8 RGB aligned input
     shown: np.ndarray | None = None    # (S, S, 3) uint8 RGB restored and temporally blended
     mask: np.ndarray | None = None     # (S, S) float32
+    monochrome: bool = False           # paste the luminance only, keep the frame's chroma
+    record: dict | None = None         # drift and colour facts for --report
 
 
 @dataclass
@@ -338,7 +342,17 @@ def paste_back(image: np.ndarray, faces: list[_FaceWork], options: RestoreOption
         return image
     items = [scale_for_frame(PasteItem(restored_crop=f.shown, crop_matrix=f.crop_matrix, mask=f.mask, box=f.box,
                                        original_crop=f.input_crop), factor) for f in faces]
-    return paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+    pasted = paste_faces(image, items, alpha=options.alpha, mode=options.paste_mode)
+    height, width = image.shape[:2]
+    for face, item in zip(faces, items):
+        region = paste_region(item.crop_matrix, face.shown.shape[0], height, width) if face.monochrome else None
+        if region is not None:  # black-and-white film: the frame keeps its own chroma exactly
+            x0, y0, x1, y1 = region
+            after, before = pasted[y0:y1, x0:x1], image[y0:y1, x0:x1]
+            unchanged = cv2.inRange(cv2.absdiff(after, before), (0, 0, 0), (0, 0, 0))
+            # where the paste left the frame alone it stays bit-identical (a YCrCb round trip could move it a level)
+            np.copyto(after, keep_chroma(after, before), where=(unchanged == 0)[:, :, None])
+    return pasted
 
 
 def enlarge_for_compare(image: np.ndarray, factor: int) -> np.ndarray:
@@ -508,6 +522,7 @@ def open_report(options: RestoreOptions, engine: FaceEngine, src, geometry: Disp
             "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
             "mask": getattr(engine.masker, "name", type(engine.masker).__name__),
             "smoothing": options.smoothing, "lookahead": options.lookahead, "upscale": factor,
+            "temporal_strength": options.temporal_strength, "color": options.color, "max_drift": options.max_drift,
             "deinterlace": {"frame": "one frame per frame", "field": "one frame per field"}.get(deinterlace, "off"),
             **(display_meta(geometry) if geometry is not None else {})}
     return ReportWriter(options.report, meta=meta)
@@ -592,7 +607,7 @@ def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
     resumed run meets the same batches and can take their restored crops from ``store``."""
     options, size = engine.options, engine.size
-    blender = TemporalBlender(strength=options.temporal_strength)
+    finisher = FaceFinisher.from_options(options, engine.detector)
     batch_size = engine.restorer.batch_size
     pending: list[_FrameWork] = []
     face_count = 0
@@ -612,7 +627,7 @@ def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, blender, pending, store)
+            _restore_pending(engine, finisher, pending, store)
             stages.busy("restore", time.perf_counter() - t0)
             for work in pending:
                 stages.put(out_q, work)
@@ -620,7 +635,7 @@ def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
     stages.put(out_q, _END)
 
 
-def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
+def _restore_pending(engine: FaceEngine, finisher: FaceFinisher, pending: list[_FrameWork],
                      store: RestoredFaceStore | None = None) -> None:
     faces = [face for work in pending for face in work.faces]
     if not faces:
@@ -634,11 +649,12 @@ def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list
     index = 0
     for work in pending:
         if work.tracked.scene_cut:
-            blender.reset()
+            finisher.reset()
         for face in work.faces:
-            face.shown = blender.blend(face.track_id, work.frame.index, face.input_crop, restored[index])
+            finished = finisher.finish(face.track_id, work.frame.index, face.input_crop, restored[index])
+            face.shown, face.monochrome, face.record = finished.shown, finished.monochrome, finished.record
             index += 1
-        blender.prune(work.frame.index)
+        finisher.prune(work.frame.index)
     masks = engine.masker(np.stack([f.shown for f in faces]))
     for face, mask in zip(faces, masks):
         face.mask = mask
@@ -678,7 +694,8 @@ def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: Vide
         if options.save_faces is not None and work.faces:
             save_face_crops(Path(options.save_faces), f"frame{work.frame.index:06d}", work.faces)
         if report is not None:
-            report.write(work.tracked, {f.track_id: f.display_crop_matrix for f in work.faces})
+            report.write(work.tracked, {f.track_id: f.display_crop_matrix for f in work.faces},
+                         {f.track_id: f.record for f in work.faces if f.record})
         # An enlarged picture has no high-bit-depth twin: the writer widens its 8 bits.
         high = work.frame.image_high if factor == 1 else None
         writer.write(dataclasses.replace(work.frame, image=image, image_high=high))
@@ -709,16 +726,27 @@ def restore_photo(image: np.ndarray, engine: FaceEngine,
     background = image if factor == 1 else engine.upscaler.upscale(image, factor)
     faces = [crop_face(image, i, d.landmarks.astype(np.float64), engine.size, box=d.box, template=options.template)
              for i, d in enumerate(detections)]
-    if report is not None:
-        tracked = tuple(TrackedFace(track_id=i, score=d.score, box=d.box, raw_landmarks=d.landmarks,
-                                    smoothed_landmarks=d.landmarks.astype(np.float64), smoothed_box=d.box)
-                        for i, d in enumerate(detections))
-        report.write(TrackedFrame(frame_index=0, pts_seconds=0.0, scene_cut=False, faces=tracked),
-                     {f.track_id: f.crop_matrix for f in faces})
     if not faces:
+        if report is not None:
+            report.write(_photo_frame(detections), {})
         return background, faces
     restored = engine.restorer.restore(np.stack([f.input_crop for f in faces]))
-    masks = engine.masker(restored)
-    for face, crop, mask in zip(faces, restored, masks):
-        face.shown, face.mask = crop, mask
+    finisher = FaceFinisher.from_options(options.replace(temporal_strength=0.0), engine.detector)
+    for face, crop in zip(faces, restored):
+        finished = finisher.finish(face.track_id, 0, face.input_crop, crop)
+        face.shown, face.monochrome, face.record = finished.shown, finished.monochrome, finished.record
+    masks = engine.masker(np.stack([f.shown for f in faces]))
+    for face, mask in zip(faces, masks):
+        face.mask = mask
+    if report is not None:
+        report.write(_photo_frame(detections), {f.track_id: f.crop_matrix for f in faces},
+                     {f.track_id: f.record for f in faces if f.record})
     return paste_back(background, faces, options, factor), faces
+
+
+def _photo_frame(detections) -> TrackedFrame:
+    """A photo's faces as frame 0 of a report (each detection its own one-frame track)."""
+    tracked = tuple(TrackedFace(track_id=i, score=d.score, box=d.box, raw_landmarks=d.landmarks,
+                                smoothed_landmarks=d.landmarks.astype(np.float64), smoothed_box=d.box)
+                    for i, d in enumerate(detections))
+    return TrackedFrame(frame_index=0, pts_seconds=0.0, scene_cut=False, faces=tracked)

@@ -51,8 +51,8 @@ HEAD_BYTES = 1 << 20  # checkpoint bytes hashed at each end: enough to tell two 
 # size go into the journal as the restorer actually resolved them ("auto" can resolve differently elsewhere).
 PIXEL_OPTIONS = (
     "model", "compile", "detect_max_side", "detect_every", "faces", "min_face", "max_faces", "template", "smoothing",
-    "lookahead", "temporal_strength", "alpha", "paste_mode", "deinterlace", "start", "end", "codec", "crf", "preset",
-    "pix_fmt", "drop_incompatible", "compare", "upscale", "bg_upscaler", "tile",
+    "lookahead", "temporal_strength", "alpha", "paste_mode", "color", "max_drift", "deinterlace", "start", "end",
+    "codec", "crf", "preset", "pix_fmt", "drop_incompatible", "compare", "upscale", "bg_upscaler", "tile",
 )
 
 FaceKey = tuple[int, int]  # (frame_index, track_id)

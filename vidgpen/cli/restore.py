@@ -8,6 +8,7 @@ from pathlib import Path
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
+from vidgpen.faces.color import COLOR_MODES
 from vidgpen.models.variants import VARIANTS
 from vidgpen.video.deinterlace import DEINTERLACE_MODES
 
@@ -65,8 +66,8 @@ def register(subparsers) -> None:
     faces.add_argument("--lookahead", type=int, default=4,
                        help="frames each side of the smoothing window (default 4)")
     faces.add_argument("--temporal-strength", type=float, default=0.6,
-                       help="0..1 blending of each face with its previous restoration against flicker, 0 turns it "
-                            "off (default 0.6)")
+                       help="0..1 blending of each face with its previous restoration, carried along the face's "
+                            "motion, against flicker (default 0.6; 0: off)")
     paste = p.add_argument_group("paste-back")
     paste.add_argument("--mask", default="auto", choices=["auto", "parsenet", "bisenet", "feathered"],
                        help="where the restored face is pasted (default auto: the ParseNet face-parsing mask, else "
@@ -75,6 +76,12 @@ def register(subparsers) -> None:
     paste.add_argument("--paste-mode", default="replace", choices=["replace", "residual"],
                        help="replace the face as the official code does, or add only what the model changed "
                             "(default replace)")
+    paste.add_argument("--color", default="auto", choices=list(COLOR_MODES),
+                       help="auto (default): give the restored face the input's low-frequency colour, and keep the "
+                            "input's chroma on black-and-white or tinted (sepia) faces; match: colour only; off")
+    paste.add_argument("--max-drift", type=float, metavar="FRACTION",
+                       help="lower --alpha smoothly for faces whose restored landmarks moved more than this fraction "
+                            "of the eye distance from the input's (e.g. 0.05; default: never)")
     video_in = p.add_argument_group("video input")
     video_in.add_argument("--deinterlace", default="auto", choices=list(DEINTERLACE_MODES),
                           help="deinterlace with bwdif: auto (default: when the video says it is interlaced), on, "
@@ -129,7 +136,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         detect_every=args.detect_every, faces=args.faces, min_face=args.min_face,
         max_faces=args.max_faces, template=args.template, smoothing=args.smoothing, lookahead=args.lookahead,
         temporal_strength=args.temporal_strength, mask=args.mask, alpha=args.alpha, paste_mode=args.paste_mode,
-        deinterlace=args.deinterlace,
+        deinterlace=args.deinterlace, color=args.color, max_drift=args.max_drift,
         start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         drop_incompatible=args.drop_incompatible, upscale=args.upscale, bg_upscaler=args.bg_upscaler,
         tile=args.tile, compare=args.compare, save_faces=args.save_faces,

@@ -10,7 +10,9 @@ temporary file beside the target that is renamed into place only when the report
                    "box": [x1, y1, x2, y2], "smoothed_box": [x1, y1, x2, y2],
                    "raw_landmarks": [[x, y] * 5] or null (bridged by interpolation),
                    "smoothed_landmarks": [[x, y] * 5],
-                   "crop_matrix": [[a, b, c], [d, e, f]]}]},
+                   "crop_matrix": [[a, b, c], [d, e, f]],
+                   "color_shift": 1.8, "landmark_shift": 0.031 or null, "restored_landmarks": [[x, y] * 5] or null,
+                   "strength": 1.0, "monochrome": false}]},
        ...]}
 
 Coordinates are pixels of the *displayed* picture, what a player shows: for a video with a display rotation (phone
@@ -18,7 +20,11 @@ clips) or non-square pixels (DV, DVD, tape captures) that differs from the store
 how (``"coordinates"``, ``"display_size"``, ``"rotation"``, ``"sample_aspect_ratio"``, and ``"display_from_stored"``,
 the 2x3 affine from stored to displayed pixels). ``crop_matrix`` maps displayed-picture pixels to aligned-crop
 pixels (a similarity; compose it with ``display_from_stored`` to cut the crop from a stored frame with
-``cv2.warpAffine``).
+``cv2.warpAffine``). The last five fields come from a restore run (:mod:`vidgpen.faces.finish`): how far the raw
+restoration moved from the input (Lab colour shift of the inner face; landmark shift as a fraction of the eye
+distance, from the detector run on the restored and the input crop, on a track's first face and every 4th frame
+after, else null; the restored landmarks in crop pixels), the factor ``--max-drift`` put on ``--alpha``, and
+whether the face was treated as black-and-white film.
 """
 
 from __future__ import annotations
@@ -85,8 +91,10 @@ class ReportWriter:
         # Write the header without its closing brace, then stream the frames array.
         self._file.write(json.dumps(header)[:-1] + ', "frames": [\n')
 
-    def write(self, frame: TrackedFrame, crop_matrices: Mapping[int, np.ndarray] | None = None) -> None:
-        """Append one frame. crop_matrices: track id -> (2, 3) matrix; computed with ``crop_matrix`` when omitted."""
+    def write(self, frame: TrackedFrame, crop_matrices: Mapping[int, np.ndarray] | None = None,
+              extras: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+        """Append one frame. crop_matrices: track id -> (2, 3) matrix; computed with ``crop_matrix`` when omitted.
+        extras: track id -> more JSON fields for that face (e.g. the restoration's drift)."""
         if self._file is None:
             raise RuntimeError("report already closed")
         if self._last_frame_index is not None and frame.frame_index <= self._last_frame_index:
@@ -108,6 +116,7 @@ class ReportWriter:
                 "raw_landmarks": _numbers(face.raw_landmarks),
                 "smoothed_landmarks": _numbers(face.smoothed_landmarks),
                 "crop_matrix": _numbers(np.asarray(matrix).reshape(2, 3), 8),
+                **(extras or {}).get(face.track_id, {}),
             })
         record = {
             "frame": int(frame.frame_index),
