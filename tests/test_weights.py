@@ -277,9 +277,10 @@ def test_registry_table_is_unambiguous_and_complete():
                       "GPEN-Inpainting-1024", "GPEN-Seg2face-512"}
     gpen = {name for name, entry in weights.REGISTRY.items() if entry.kind == "gpen"}
     assert gpen == expected_names
-    facexlib_files = {entry.file_name: entry.kind for entry in weights.REGISTRY.values() if entry.kind != "gpen"}
-    assert facexlib_files == {
+    other_files = {entry.file_name: entry.kind for entry in weights.REGISTRY.values() if entry.kind != "gpen"}
+    assert other_files == {
         "detection_Resnet50_Final.pth": "detector", "detection_mobilenet0.25_Final.pth": "detector",
+        "face_detection_yunet_2023mar.onnx": "detector",
         "parsing_parsenet.pth": "parser", "parsing_bisenet.pth": "parser",
     }
     all_file_names = [name.lower() for entry in weights.REGISTRY.values() for name in entry.file_names]

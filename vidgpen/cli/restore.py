@@ -10,6 +10,9 @@ from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
 from vidgpen.models.variants import VARIANTS
 
+# vidgpen.faces.detect.DETECTOR_KINDS, spelt out so that --help does not import torch
+DETECTORS = ["auto", "yunet", "retinaface", "retinaface-mobile", "mtcnn"]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -30,10 +33,14 @@ def register(subparsers) -> None:
     model.add_argument("--batch-size", type=int, help="faces per forward pass (default: per device)")
     model.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster run)")
     faces = p.add_argument_group("faces")
-    faces.add_argument("--detector", default="auto", choices=["auto", "retinaface", "retinaface-mobile", "mtcnn"])
-    faces.add_argument("--detect-max-side", type=int, default=1000, help="detect on a copy this long at most")
-    faces.add_argument("--detect-every", type=int, default=1,
-                       help="detect on every Nth frame and track in between (faster; default every frame)")
+    faces.add_argument("--detector", default="auto", choices=DETECTORS,
+                       help="auto (default): RetinaFace with its weights on a GPU, else YuNet, else MTCNN")
+    faces.add_argument("--detect-max-side", type=int,
+                       help="detect on a copy this long at most (default: YuNet 640, the others 1000)")
+    faces.add_argument("--detect-every", type=int, default=3,
+                       help="detect on every Nth frame and follow the faces by optical flow in between; a face "
+                            "that drifts or leaves the frame, or a scene cut, triggers detection (default 3; "
+                            "1 detects on every frame)")
     faces.add_argument("--faces", default="all", choices=["all", "largest", "center"])
     faces.add_argument("--min-face", type=float, default=8.0, help="skip faces with fewer pixels between the eyes")
     faces.add_argument("--max-faces", type=int, help="restore at most this many faces per frame")
