@@ -67,6 +67,9 @@ def measure(config: dict) -> dict:
 
     if config["threads"]:
         torch.set_num_threads(config["threads"])
+    from vidgpen.models.restorer import tune_process
+
+    tune_process("cpu")  # what `vidgpen restore` does
     options = RestoreOptions(model=f"GPEN-BFR-{config['size']}", weights=Path(config["checkpoint"]),
                              detector=config["detector"], mask="feathered", dtype=config["dtype"],
                              batch_size=config["batch_size"], detect_every=config["detect_every"], overwrite=True)

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = make_console()
     options = options_from_args(args)
+    _tune_process(options.device)
     src: Path = args.input
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
@@ -129,6 +130,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         console.print(f"{args.output}: {_summary_line(summary)}", soft_wrap=True, markup=False)
     return 0
+
+
+def _tune_process(device: str) -> None:
+    """The process-wide settings a long run wants (the library leaves them to its caller): the CUDA allocator's
+    expandable segments (less fragmentation with varying batch shapes; must precede CUDA's start), cuDNN
+    autotuning, and glibc keeping freed memory on CPU."""
+    import os
+
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    from vidgpen.models.restorer import pick_device, tune_process
+
+    tune_process(pick_device(device))
 
 
 def _summary_line(summary) -> str:
