@@ -37,7 +37,7 @@ from vidgpen.faces.temporal import TemporalBlender
 from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype
-from vidgpen.resume import RestoredFaceStore, add_note, run_journal
+from vidgpen.resume import RestoredFaceStore, SavedBatch, add_note, run_journal
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 8            # frames waiting between two stages
 MAX_PENDING_FRAMES = 16     # frames the restore stage holds while it fills a batch
 POLL_SECONDS = 0.1          # how often blocked stages look at the stop flag
-STAGES = ("decode", "analyse", "restore", "encode")
+SAVE_QUEUE_BATCHES = 4      # restored batches waiting for the resume store's writer
+STAGES = ("decode", "analyse", "restore", "keep", "encode")
 
 
 class Progress(Protocol):
@@ -315,9 +316,11 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 # and reader must not close under running threads.
                 progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
+                to_keep = stages.queue(SAVE_QUEUE_BATCHES)
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, decoded, analysed))
-                stages.start("restore", lambda: _restore(stages, engine, analysed, restored, store))
+                stages.start("restore", lambda: _restore(stages, engine, analysed, restored, store, to_keep))
+                stages.start("keep", lambda: _keep(stages, store, to_keep))
                 stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
@@ -422,7 +425,7 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
 
 
 def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue,
-             store: RestoredFaceStore | None = None) -> None:
+             store: RestoredFaceStore | None = None, keep_q: queue.Queue | None = None) -> None:
     """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order.
 
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
@@ -433,6 +436,7 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
     pending: list[_FrameWork] = []
     face_count = 0
     finished = False
+    save = (lambda batch: stages.put(keep_q, batch)) if keep_q is not None else None
     while not finished:
         item = stages.get(in_q)
         if item is _END:
@@ -448,16 +452,36 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, blender, pending, store)
+            _restore_pending(engine, blender, pending, store, save)
             stages.busy("restore", time.perf_counter() - t0)
             for work in pending:
                 stages.put(out_q, work)
             pending, face_count = [], 0
+    if keep_q is not None:
+        stages.put(keep_q, _END)
     stages.put(out_q, _END)
 
 
+def _keep(stages: _Stages, store: RestoredFaceStore, in_q: queue.Queue) -> None:
+    """Write the restored batches into the resume store, off the model's thread. What is queued is written even
+    when the run stops (Ctrl-C, a failing stage), so the kept progress holds every batch the model finished."""
+    while True:
+        try:
+            batch = in_q.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if stages.stop.is_set():
+                return
+            continue
+        if batch is _END:
+            return
+        t0 = time.perf_counter()
+        store.save(batch)
+        stages.busy("keep", time.perf_counter() - t0)
+
+
 def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
-                     store: RestoredFaceStore | None = None) -> None:
+                     store: RestoredFaceStore | None = None,
+                     save: Callable[[SavedBatch], None] | None = None) -> None:
     faces = [face for work in pending for face in work.faces]
     if not faces:
         return
@@ -466,7 +490,7 @@ def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list
         restored = engine.restorer.restore(crops)
     else:
         keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
-        restored = store.restore(keys, crops, engine.restorer.restore)
+        restored = store.restore(keys, crops, engine.restorer.restore, save=save)
     index = 0
     for work in pending:
         if work.tracked.scene_cut:
