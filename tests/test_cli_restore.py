@@ -63,7 +63,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def summary_pattern(output: Path, frames: int, faces: int, stages: bool) -> re.Pattern:
-    busy = r"; busy seconds per stage: decode [\d.]+, analyse [\d.]+, restore [\d.]+, encode [\d.]+" if stages else ""
+    from vidgpen.pipeline import STAGES
+
+    busy = "; busy seconds per stage: " + ", ".join(rf"{stage} [\d.]+" for stage in STAGES) if stages else ""
     return re.compile(rf"^{re.escape(str(output))}: {frames} frame\(s\), {faces} face\(s\) restored in [\d.]+ s "
                       rf"\([\d.]+ fps\){busy}$")
 

@@ -120,6 +120,7 @@ def run_journal(src: str | Path, engine, expected_frames: int | None) -> dict[st
     import torch
 
     from vidgpen import __version__
+    from vidgpen.video.codecs import encoder_threads
 
     journal = {
         "format": FORMAT_VERSION,
@@ -130,6 +131,7 @@ def run_journal(src: str | Path, engine, expected_frames: int | None) -> dict[st
         "restorer": restorer_identity(engine.restorer, getattr(engine, "checkpoint", None)),
         "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
         "mask": getattr(engine.masker, "name", type(engine.masker).__name__),
+        "encoder_threads": encoder_threads(),  # x264's bytes depend on it
         "expected_frames": expected_frames,
     }
     return json.loads(json.dumps(journal, default=str))  # the form it has after a round trip through the file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,11 @@ CONTAINER_FORMATS = {
 
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
+# CPU milliseconds per 1280x720 frame, libx264 at CRF 18 with 2 threads, measured on the 2-core development machine
+# (a loaded AVX-512 Xeon; ratios matter more than the absolute values). GPEN-BFR-256 costs ~124 CPU-ms per face in
+# bf16 there (62 ms on 2 cores), GPEN-BFR-512 ~1.6 CPU-s: veryfast keeps encoding below the model even at 1080p.
+X264_PRESET_CPU_MS_720P = {"ultrafast": 7, "superfast": 24, "veryfast": 37, "faster": 57, "fast": 77, "medium": 113}
+MAX_ENCODER_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class EncoderProfile:
     default_preset: str | None = None
     presets: tuple[str, ...] = ()
     fixed_options: dict[str, str] = field(default_factory=dict)
+    threads_option: str | None = None  # set to encoder_threads(): pinned, since x264's bytes depend on it
 
 
 ENCODERS: dict[str, EncoderProfile] = {
@@ -44,8 +51,9 @@ ENCODERS: dict[str, EncoderProfile] = {
         # cpu-independent: with x264's CPU-specific assembly (AVX-512 here) the same frames gave different files
         # depending on what the heap held before the encode (mbtree with B-frames; asm=0 or this option fix it;
         # ~8% slower encoding). Resumed runs must reproduce an uninterrupted run's bytes.
-        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "medium", X26X_PRESETS,
-                       {"x264-params": "cpu-independent=1"}),
+        # veryfast: see X264_PRESET_CPU_MS_720P; medium cost more than GPEN-256 itself at 1080p.
+        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "veryfast", X26X_PRESETS,
+                       {"x264-params": "cpu-independent=1"}, threads_option="threads"),
         EncoderProfile("libx265", "hevc", "crf", 20, (0, 51), "preset", "medium", X26X_PRESETS,
                        {"x265-params": "log-level=error"}),
         EncoderProfile("libsvtav1", "av1", "crf", 25, (1, 63), "preset", "8",
@@ -133,6 +141,18 @@ def resolve_pix_fmt(profile: EncoderProfile, source_pix_fmt: str, requested: str
     return best.name if best is not None else candidates[0]
 
 
+def encoder_threads() -> int:
+    """Threads the encoder runs (beside the pipeline's threads): the CPUs this process may use, at most 16.
+
+    x264 is frame-threaded, so encoding proceeds in its own threads while the model runs; its output bytes depend
+    on the thread count, so the count is fixed here (not left to "auto") and resumed runs check it."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(MAX_ENCODER_THREADS, available))
+
+
 def encoder_options(profile: EncoderProfile, crf: int | None, preset: str | None,
                     pix_fmt: str) -> dict[str, str]:
     """AVOptions for the encoder; :class:`OptionError` for a CRF or preset it does not take."""
@@ -156,4 +176,6 @@ def encoder_options(profile: EncoderProfile, crf: int | None, preset: str | None
         chosen_preset = "4444" if pix_fmt.startswith(("yuv444", "yuva444")) else "hq"
     if profile.preset_option is not None and chosen_preset is not None:
         options[profile.preset_option] = chosen_preset
+    if profile.threads_option is not None:
+        options[profile.threads_option] = str(encoder_threads())
     return options
