@@ -1,7 +1,10 @@
 """The streaming restore pipeline: the only place with threads and queues.
 
     decode -> analyse (scene cuts, detect + optical flow, select, track + smooth) -> restore (align, GPEN in
-    batches that mix faces from several frames, temporal blend, masks) -> paste + encode
+    batches that mix faces from several frames) -> post (temporal blend, masks) -> paste + encode
+
+The restore stage runs only the model (and the alignment warps feeding it), so the model is never kept waiting
+by the per-face CPU work after it; the resume store's files are written by a "keep" thread beside it.
 
 Each arrow is a bounded queue, so decoding, detection and encoding overlap the model while only a handful of
 frames are in flight whatever the video's length. Every stage runs in its own thread; an exception in any of
@@ -48,7 +51,8 @@ QUEUE_FRAMES = 8            # frames waiting between two stages
 MAX_PENDING_FRAMES = 16     # frames the restore stage holds while it fills a batch
 POLL_SECONDS = 0.1          # how often blocked stages look at the stop flag
 SAVE_QUEUE_BATCHES = 4      # restored batches waiting for the resume store's writer
-STAGES = ("decode", "analyse", "restore", "keep", "encode")
+POST_QUEUE_BATCHES = 2      # model results waiting for blending and masks
+STAGES = ("decode", "analyse", "restore", "keep", "post", "encode")
 
 
 class Progress(Protocol):
@@ -316,11 +320,12 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 # and reader must not close under running threads.
                 progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
-                to_keep = stages.queue(SAVE_QUEUE_BATCHES)
+                to_keep, modelled = stages.queue(SAVE_QUEUE_BATCHES), stages.queue(POST_QUEUE_BATCHES)
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, decoded, analysed))
-                stages.start("restore", lambda: _restore(stages, engine, analysed, restored, store, to_keep))
+                stages.start("restore", lambda: _restore(stages, engine, analysed, modelled, store, to_keep))
                 stages.start("keep", lambda: _keep(stages, store, to_keep))
+                stages.start("post", lambda: _post(stages, engine, modelled, restored))
                 stages.start("encode", lambda: _encode(stages, engine, restored, writer, report, counts))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
@@ -426,12 +431,11 @@ def _analyse(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
 
 def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue,
              store: RestoredFaceStore | None = None, keep_q: queue.Queue | None = None) -> None:
-    """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order.
+    """Crop and restore in batches mixing several frames; each batch goes on as (frames, restored crops).
 
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
     resumed run meets the same batches and can take their restored crops from ``store``."""
     options, size = engine.options, engine.size
-    blender = TemporalBlender(strength=options.temporal_strength)
     batch_size = engine.restorer.batch_size
     pending: list[_FrameWork] = []
     face_count = 0
@@ -452,10 +456,9 @@ def _restore(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queu
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, blender, pending, store, save)
+            restored = _run_model(engine, pending, store, save)
             stages.busy("restore", time.perf_counter() - t0)
-            for work in pending:
-                stages.put(out_q, work)
+            stages.put(out_q, (pending, restored))
             pending, face_count = [], 0
     if keep_q is not None:
         stages.put(keep_q, _END)
@@ -479,18 +482,40 @@ def _keep(stages: _Stages, store: RestoredFaceStore, in_q: queue.Queue) -> None:
         stages.busy("keep", time.perf_counter() - t0)
 
 
-def _restore_pending(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
-                     store: RestoredFaceStore | None = None,
-                     save: Callable[[SavedBatch], None] | None = None) -> None:
+def _post(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
+    """Blend each restored face with its track's previous one and compute the masks, batch by batch, in order."""
+    blender = TemporalBlender(strength=engine.options.temporal_strength)
+    while True:
+        item = stages.get(in_q)
+        if item is _END:
+            break
+        pending, restored = item
+        t0 = time.perf_counter()
+        _finish_faces(engine, blender, pending, restored)
+        stages.busy("post", time.perf_counter() - t0)
+        for work in pending:
+            stages.put(out_q, work)
+    stages.put(out_q, _END)
+
+
+def _run_model(engine: FaceEngine, pending: list[_FrameWork], store: RestoredFaceStore | None = None,
+               save: Callable[[SavedBatch], None] | None = None) -> np.ndarray | None:
+    """The restored crops ``[N, S, S, 3]`` of every face of ``pending``, in order (None without faces)."""
     faces = [face for work in pending for face in work.faces]
     if not faces:
-        return
+        return None
     crops = np.stack([f.input_crop for f in faces])
     if store is None:
-        restored = engine.restorer.restore(crops)
-    else:
-        keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
-        restored = store.restore(keys, crops, engine.restorer.restore, save=save)
+        return engine.restorer.restore(crops)
+    keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
+    return store.restore(keys, crops, engine.restorer.restore, save=save)
+
+
+def _finish_faces(engine: FaceEngine, blender: TemporalBlender, pending: list[_FrameWork],
+                  restored: np.ndarray | None) -> None:
+    faces = [face for work in pending for face in work.faces]
+    if restored is None:
+        return
     index = 0
     for work in pending:
         if work.tracked.scene_cut:
