@@ -1,8 +1,11 @@
 """Per-frame cost of the face stages on a 720p frame with one face, against the GPEN model time per face.
 
 Stages timed (median ms per frame over the rounds, after a warm-up):
-  detect     each detector at --max-side (MTCNN with its real weights; RetinaFace with random weights unless its
-             checkpoints are in the weights folder -- the forward costs the same, decoding/NMS a little less)
+  detect     each detector at --max-side (default: its own, YuNet 640, the others 1000; MTCNN and YuNet with their
+             real weights; RetinaFace with random weights -- the forward costs the same, decoding/NMS a little less)
+  flow       LandmarkFlow.follow of one face (Lucas-Kanade, forward and backward)
+  find       the default detector (--detector auto) with optical flow between detections, as the pipeline runs
+             it (DetectAndFollow, --detect-every N), averaged over whole detection cycles
   scene      SceneCutDetector.is_cut
   track      FaceTracker.push (association + window smoothing)
   align      crop_matrix + warp_crop at the model size
@@ -11,7 +14,8 @@ Stages timed (median ms per frame over the rounds, after a warm-up):
   model      GPENRestorer.restore of one crop (recipe weights, fp32), per face at batch 1 and batch 4
 
 The target from issue 5: detect + scene + track + align + mask + paste <= 15% of the model time per face.
-With --detect-every N the detection cost per frame is divided by N (the tracker interpolates the frames between).
+With --detect-every N (default 3, the CLI's) the detection cost per frame is divided by N and the flow is paid on
+the N-1 frames between.
 
     python3 bench/bench_faces.py                        # the full run (takes a few minutes on 2 cores)
     python3 bench/bench_faces.py --smoke                # tiny sizes, one round: checks the script runs
@@ -31,7 +35,15 @@ import skimage.data
 import torch
 
 from vidgpen.faces.align import crop_matrix, warp_crop
-from vidgpen.faces.detect import MTCNNDetector, RetinaFaceDetector, load_retinaface_network, RETINAFACE_VARIANTS
+from vidgpen.faces.detect import (
+    RETINAFACE_VARIANTS,
+    MTCNNDetector,
+    RetinaFaceDetector,
+    YuNetDetector,
+    load_retinaface_network,
+    make_detector,
+)
+from vidgpen.faces.flow import DetectAndFollow, LandmarkFlow
 from vidgpen.faces.mask import FeatheredMasker
 from vidgpen.faces.paste import PasteItem, paste_faces
 from vidgpen.faces.scene import SceneCutDetector
@@ -83,13 +95,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--max-side", type=int, default=1000, help="detection size (long side)")
+    parser.add_argument("--max-side", type=int, help="detection size (long side; default: each detector's own)")
     parser.add_argument("--size", type=int, default=256, help="GPEN model size (crop side)")
-    parser.add_argument("--detect-every", type=int, default=1, help="detection on every n-th frame")
+    parser.add_argument("--detect-every", type=int, default=3, help="detection on every n-th frame, flow between")
     parser.add_argument("--mtcnn-min-face", type=int, default=20, help="MTCNN smallest face, detection pixels")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--detectors", nargs="+", default=["mtcnn", "retinaface-mobile", "retinaface"],
-                        choices=["mtcnn", "retinaface-mobile", "retinaface"])
+    parser.add_argument("--detectors", nargs="+", default=["yunet", "mtcnn", "retinaface-mobile", "retinaface"],
+                        choices=["yunet", "mtcnn", "retinaface-mobile", "retinaface"])
     parser.add_argument("--bisenet", action="store_true", help="also time BiSeNet parsing (random weights)")
     parser.add_argument("--no-model", action="store_true", help="skip the model timing")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -98,10 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.width, args.height, args.max_side, args.rounds = 320, 180, 320, 1
-        args.detectors = ["mtcnn", "retinaface-mobile"]
+        args.detectors = ["yunet", "mtcnn", "retinaface-mobile"]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; frame {args.width}x{args.height}, "
-          f"detection at long side <= {args.max_side}, crop {args.size}")
+          f"detection at long side <= {args.max_side or 'the detector default'}, crop {args.size}")
 
     frames = test_frames(args.width, args.height, max(args.rounds, 1) + 1)
     frame = frames[0]
@@ -111,11 +123,13 @@ def main() -> None:
     detections = None
     for kind in args.detectors:
         if kind == "mtcnn":
-            detector = MTCNNDetector(max_side=args.max_side, min_face_size=args.mtcnn_min_face)
+            detector = MTCNNDetector(max_side=args.max_side or 1000, min_face_size=args.mtcnn_min_face)
+        elif kind == "yunet":
+            detector = YuNetDetector(max_side=args.max_side or 640)
         else:
             torch.manual_seed(0)
             network = load_retinaface_network(RETINAFACE_VARIANTS[kind][0], None)
-            detector = RetinaFaceDetector(network, name=kind, max_side=args.max_side)
+            detector = RetinaFaceDetector(network, name=kind, max_side=args.max_side or 1000)
         results[f"detect {kind}"] = timed_ms(lambda: detector.detect(frame), args.rounds)
         if kind == "mtcnn":
             detections = detector.detect(frame)
@@ -123,6 +137,24 @@ def main() -> None:
         raise SystemExit("MTCNN found no face in the bench frame; the timings below would mean nothing")
     face = detections[0]
     print(f"face: eye distance {face.eye_distance:.0f} px, box {np.round(face.box).astype(int).tolist()}")
+
+    # Optical flow of one face between two frames, and the default detector with flow as the pipeline runs it.
+    flow = LandmarkFlow()
+    flow_cycle = iter(range(10**9))
+
+    def follow_one():
+        flow.start(frames[0], [face])
+        flow.follow(frames[1 + next(flow_cycle) % (len(frames) - 1)])
+
+    results["flow"] = timed_ms(follow_one, max(args.rounds, 20)) - timed_ms(lambda: flow.start(frames[0], [face]),
+                                                                            max(args.rounds, 20))
+    default_detector = make_detector("auto", max_side=args.max_side)
+    cycle = args.detect_every
+    clip = test_frames(args.width, args.height, cycle * max(args.rounds, 2))
+    finder = DetectAndFollow(default_detector.detect, cycle)
+    clip_index = iter(range(10**9))
+    results[f"find {default_detector.name} + flow"] = timed_ms(
+        lambda: [finder(clip[next(clip_index) % len(clip)]) for _ in range(cycle)], max(args.rounds, 2)) / cycle
 
     # Scene cuts.
     scene = SceneCutDetector()
@@ -172,10 +204,13 @@ def main() -> None:
     overhead_without_detect = sum(results[k] for k in ("scene", "track", "align", "mask feathered", "paste"))
     model_ms = min((v for k, v in results.items() if k.startswith("model")), default=None)
     summary = {}
+    find_key = f"find {default_detector.name} + flow"
+    line = f"face stages, default detector + flow{overhead_without_detect + results[find_key]:10.2f} ms/frame"
+    print(line + f" (detect every {args.detect_every}, {default_detector.name})")
     for kind in args.detectors:
         total = overhead_without_detect + results[f"detect {kind}"] / args.detect_every
         summary[kind] = total
-        line = f"face stages with {kind:<18}{total:10.2f} ms/frame (detect every {args.detect_every})"
+        line = f"face stages with {kind:<18}{total:10.2f} ms/frame (detect every {args.detect_every}, no flow)"
         if model_ms:
             line += f"  = {100 * total / model_ms:5.1f}% of the model's {model_ms:.0f} ms/face (target <= 15%)"
         print(line)

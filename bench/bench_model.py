@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as the restorer does on CPU
+    retain_freed_memory()  # as `vidgpen restore` does on CPU
 
     limits = {name: conv_limit(DTYPES[name], args.rounds) for name in args.dtypes}
     print(f"torch {torch.__version__}, {args.threads} threads, CPU capability "

@@ -2,10 +2,12 @@
 
 For each model size and clip length, one fresh process restores a generated astronaut clip (vidgpen.samples, the
 same generator as samples/astronaut_degraded.mp4) with the recipe weights (same architecture and cost as the
-official checkpoint), MTCNN and the feathered mask, and reports:
+official checkpoint), the default detector (``--detector auto``: YuNet on a CPU, with optical flow between
+detections every ``--detect-every`` frames) and the feathered mask, and reports:
 
 - frames/s and faces/s of the whole run (wall time, decode to the finished file);
-- busy seconds per stage (RunSummary.stage_seconds; stages overlap, so they can add up to more than the wall);
+- busy seconds per stage (RunSummary.stage_seconds; stages overlap, so they can add up to more than the wall),
+  and the analyse stage (scene cuts, detection + flow, tracking) in milliseconds per frame;
 - the model alone: ``restorer.restore`` timed on aligned crops of the same size in batches of the same size,
   per face, times the run's face count (measured on ``--model-faces`` faces and scaled, so long clips stay cheap);
 - overhead = (wall - model time) / model time, the pipeline's cost beyond the model (target: <= 15 %);
@@ -65,8 +67,11 @@ def measure(config: dict) -> dict:
 
     if config["threads"]:
         torch.set_num_threads(config["threads"])
+    from vidgpen.models.restorer import tune_process
+
+    tune_process("cpu")  # what `vidgpen restore` does
     options = RestoreOptions(model=f"GPEN-BFR-{config['size']}", weights=Path(config["checkpoint"]),
-                             detector="mtcnn", mask="feathered", dtype=config["dtype"],
+                             detector=config["detector"], mask="feathered", dtype=config["dtype"],
                              batch_size=config["batch_size"], detect_every=config["detect_every"], overwrite=True)
     loaded = time.perf_counter()
     engine = build_engine(options)
@@ -94,6 +99,8 @@ def measure(config: dict) -> dict:
         "size": config["size"], "frames": summary.frames, "faces": summary.faces,
         "width": config["width"], "height": config["height"], "dtype": str(engine.restorer.dtype),
         "batch_size": batch_size, "detect_every": config["detect_every"], "threads": torch.get_num_threads(),
+        "detector": engine.detector.name,
+        "analyse_ms_per_frame": 1000 * summary.stage_seconds["analyse"] / max(summary.frames, 1),
         "load_seconds": load_seconds,
         "wall_seconds": summary.seconds, "fps": summary.frames / summary.seconds,
         "faces_per_second": summary.faces / summary.seconds, "stage_seconds": summary.stage_seconds,
@@ -123,7 +130,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720, help="frame height; width is 16:9 (default 1280x720)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, help="faces per forward pass (default: the restorer's)")
-    parser.add_argument("--detect-every", type=int, default=1, help="full detection on every n-th frame")
+    parser.add_argument("--detector", default="auto", help="as vidgpen restore --detector (default auto)")
+    parser.add_argument("--detect-every", type=int, default=3,
+                        help="detection on every n-th frame, optical flow between (default 3, the CLI's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--model-faces", type=int, default=16, help="faces the model-only timing runs on")
     parser.add_argument("--workdir", type=Path, help="keep clips, checkpoints and outputs here (default: temp)")
@@ -154,7 +163,7 @@ def main() -> None:
                           "clip": str(clips[frames]), "output": str(work / f"restored_{size}_{frames}f.mp4"),
                           "checkpoint": str(checkpoint), "dtype": args.dtype, "batch_size": args.batch_size,
                           "threads": args.threads, "model_faces": args.model_faces,
-                          "detect_every": args.detect_every}
+                          "detect_every": args.detect_every, "detector": args.detector}
                 result = run_child(config)
                 results.append(result)
                 report(result)
@@ -167,10 +176,10 @@ def report(r: dict) -> None:
     stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["stage_seconds"].items())
     verdict = "ok" if r["overhead"] <= OVERHEAD_TARGET else f"over the {OVERHEAD_TARGET:.0%} target"
     print(f"GPEN-{r['size']} {r['width']}x{r['height']} {r['frames']} frames, {r['faces']} faces, {r['dtype']}, "
-          f"batch {r['batch_size']}, detect every {r['detect_every']}, {r['threads']} threads", flush=True)
+          f"batch {r['batch_size']}, {r['detector']} every {r['detect_every']}, {r['threads']} threads", flush=True)
     print(f"  {r['fps']:.3f} frames/s, {r['faces_per_second']:.3f} faces/s, wall {r['wall_seconds']:.1f} s "
           f"(+ {r['load_seconds']:.1f} s loading and warm-up)")
-    print(f"  busy seconds per stage: {stages}")
+    print(f"  busy seconds per stage: {stages}; detection + flow + tracking {r['analyse_ms_per_frame']:.1f} ms/frame")
     print(f"  model alone {r['model_seconds_per_face']:.3f} s/face -> {r['model_seconds']:.1f} s; "
           f"overhead {r['overhead']:+.1%} ({verdict})")
     print(f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)

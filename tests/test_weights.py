@@ -280,6 +280,7 @@ def test_registry_table_is_unambiguous_and_complete():
     other_files = {entry.file_name: entry.kind for entry in weights.REGISTRY.values() if entry.kind != "gpen"}
     assert other_files == {
         "detection_Resnet50_Final.pth": "detector", "detection_mobilenet0.25_Final.pth": "detector",
+        "face_detection_yunet_2023mar.onnx": "detector",
         "parsing_parsenet.pth": "parser", "parsing_bisenet.pth": "parser",
         "RealESRGAN_x2plus.pth": "upscaler", "RealESRGAN_x4plus.pth": "upscaler",
         "realesr-general-x4v3.pth": "upscaler",

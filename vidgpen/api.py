@@ -125,16 +125,17 @@ def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: b
         raise
 
 
-# Options that only mean something for a video, with their defaults: set on a photo, they are refused. (--resume is
-# not among them: a photo is done in one step, so running the same command again with --resume simply redoes it.)
-_VIDEO_ONLY = {"start": None, "end": None, "codec": None, "crf": None, "preset": None, "pix_fmt": None,
-               "drop_incompatible": False, "detect_every": 1, "smoothing": "window", "lookahead": 4,
-               "temporal_strength": 0.6, "deinterlace": "auto"}
+# Options that only mean something for a video: set to anything but their defaults on a photo, they are refused.
+# (--resume is not among them: a photo is done in one step, so running the same command again with --resume simply
+# redoes it.)
+_VIDEO_ONLY = ("start", "end", "codec", "crf", "preset", "pix_fmt", "drop_incompatible", "detect_every", "smoothing",
+               "lookahead", "temporal_strength", "deinterlace")
+_DEFAULTS = RestoreOptions()
 
 
 def _refuse_video_only_options(options: RestoreOptions, src: Path) -> None:
-    for name, default in _VIDEO_ONLY.items():
-        if getattr(options, name) != default:
+    for name in _VIDEO_ONLY:
+        if getattr(options, name) != getattr(_DEFAULTS, name):
             flag = "--" + name.replace("_", "-")
             raise OptionError(f"{flag} is for videos; {src.name} is a photo (photo mode has no time axis to use it)")
 

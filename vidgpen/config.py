@@ -36,8 +36,10 @@ class RestoreOptions:
     Model: ``model`` is an official variant name (GPEN-BFR-512, ...), or None with ``weights`` to use whatever
     BFR variant that file holds; ``weights`` a checkpoint path that
     overrides looking the model up in ``weights_dir``; ``offline`` forbids downloading a missing checkpoint.
-    Faces: ``detector`` auto|retinaface|retinaface-mobile|mtcnn, detection on a copy whose long side is at most
-    ``detect_max_side``, every ``detect_every`` frames (tracking fills the frames between); ``faces``
+    Faces: ``detector`` auto|yunet|retinaface|retinaface-mobile|mtcnn, detection on a copy whose long side is at most
+    ``detect_max_side`` (None: the detector's own, YuNet 640, the others 1000), every ``detect_every`` frames
+    (optical flow follows the faces between, and a face that drifts or leaves the frame triggers detection);
+    ``faces``
     all|largest|center; ``min_face`` pixels between the eyes; ``max_faces``; ``template`` gpen (GPEN's own crop, what its checkpoints were trained on) | ffhq (the tighter crop of
     GFPGAN/CodeFormer).
     Time: ``smoothing`` window|one-euro|none with ``lookahead`` frames each side; ``temporal_strength`` 0..1.
@@ -68,8 +70,8 @@ class RestoreOptions:
     batch_size: int | None = None
     compile: bool = False
     detector: str = "auto"
-    detect_max_side: int = 1000
-    detect_every: int = 1
+    detect_max_side: int | None = None
+    detect_every: int = 3
     faces: str = "all"
     min_face: float = 8.0
     max_faces: int | None = None
@@ -110,7 +112,7 @@ class RestoreOptions:
             raise OptionError(f"--temporal-strength must be within 0..1, got {self.temporal_strength}")
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.detect_max_side < 64:
+        if self.detect_max_side is not None and self.detect_max_side < 64:
             raise OptionError(f"--detect-max-side must be at least 64 pixels, got {self.detect_max_side}")
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:

