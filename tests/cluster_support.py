@@ -1,0 +1,109 @@
+"""Helpers shared by the segment and Ray tests (and the Ray test's child process): a clip with keyframes every
+few frames, a cheap deterministic stand-in restorer, and frame-exact comparisons."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from vidgpen.samples import astronaut_rgb, face_clip_frame
+
+STAND_IN_SIZE = 128
+
+
+class StandInRestorer:
+    """Looks like a GPENRestorer to the pipeline; restores each crop on its own with a fixed, visible change
+    (sharpened and warmed), so results do not depend on batching and the tests stay fast."""
+
+    variant = "GPEN-BFR-256"
+    size = STAND_IN_SIZE
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, batch_size: int = 4):
+        self.batch_size = batch_size
+        self.model = torch.nn.Conv2d(3, 3, 1)  # only for the resume journal's identity of the weights
+        with torch.no_grad():
+            self.model.weight.fill_(0.5)
+            self.model.bias.fill_(0.0)
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"expected uint8 crops [N, {self.size}, {self.size}, 3], got {crops.dtype} {crops.shape}")
+        out = []
+        for crop in crops:
+            blurred = cv2.GaussianBlur(crop, (0, 0), 2.0).astype(np.int16)
+            sharp = np.clip(2 * crop.astype(np.int16) - blurred, 0, 255)
+            sharp[..., 0] = np.clip(sharp[..., 0] + 20, 0, 255)
+            out.append(sharp.astype(np.uint8))
+        return np.stack(out)
+
+
+def make_stand_in_restorer() -> StandInRestorer:
+    return StandInRestorer()
+
+
+def write_keyframed_face_clip(path: str | Path, *, frames: int, width: int = 192, height: int = 108, fps: int = 24,
+                              keyframe_interval: int = 12, audio: bool = True, codec: str = "libx264",
+                              seed: int = 0) -> Path:
+    """The degraded moving astronaut (as vidgpen.samples.write_face_clip) with a keyframe every
+    ``keyframe_interval`` frames and an AAC tone, so the planner has places to cut."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    portrait = astronaut_rgb()
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"crf": "20", "preset": "veryfast", "g": str(keyframe_interval),
+                         "keyint_min": str(keyframe_interval), "sc_threshold": "0"}
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=48000)
+            sound.layout = "stereo"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(face_clip_frame(index, width, height, fps, 8.0, rng, portrait),
+                                               format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if sound is not None:
+            total, chunk = int(frames / fps * 48000), 1024
+            for start in range(0, total, chunk):
+                n = min(chunk, total - start)
+                t = np.arange(start, start + n) / 48000
+                samples = np.stack([0.1 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 550 * t)])
+                audio_frame = av.AudioFrame.from_ndarray(samples.astype(np.float32), format="fltp", layout="stereo")
+                audio_frame.sample_rate, audio_frame.pts, audio_frame.time_base = 48000, start, Fraction(1, 48000)
+                for packet in sound.encode(audio_frame):
+                    out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+    return path
+
+
+def decoded_video(path: Path) -> list[tuple[float, bytes]]:
+    """(presentation time in seconds, sha256 of the rgb24 picture) of every frame of the first video stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [(float(f.pts * stream.time_base), hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).digest())
+                for f in container.decode(stream)]
+
+
+def decoded_images(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def audio_packets(path: Path) -> list[tuple[int | None, bytes]]:
+    """(pts, payload) of every audio packet, in file order."""
+    with av.open(str(path)) as container:
+        return [(p.pts, bytes(p)) for p in container.demux(audio=0) if p.size]
