@@ -107,3 +107,29 @@ def audio_packets(path: Path) -> list[tuple[int | None, bytes]]:
     """(pts, payload) of every audio packet, in file order."""
     with av.open(str(path)) as container:
         return [(p.pts, bytes(p)) for p in container.demux(audio=0) if p.size]
+
+
+class KillOnceRestorer(StandInRestorer):
+    """The stand-in restorer that kills its own worker process at its ``after_calls``-th call, once per ``marker``
+    file (created atomically, so of all workers only the first to get there dies)."""
+
+    def __init__(self, marker: str, after_calls: int):
+        super().__init__()
+        self.marker, self.after_calls, self.calls = marker, after_calls, 0
+
+    def restore(self, crops):
+        import os
+
+        self.calls += 1
+        if self.calls == self.after_calls:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)  # the worker process dies mid-unit, as on a crash or an OOM kill
+        return super().restore(crops)
+
+
+def make_kill_once_restorer(marker: str, after_calls: int) -> KillOnceRestorer:
+    return KillOnceRestorer(marker, after_calls)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidgpen.cli.cluster import add_cluster_arguments, refuse_cluster_flags_without_cluster
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
@@ -67,6 +68,7 @@ def register(subparsers) -> None:
                        help="continue an interrupted video run from the faces it kept beside the output (run the "
                             "same command again with --resume; the result equals an uninterrupted run)")
     extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar, notices or summary")
+    add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -93,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     src: Path = args.input
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
+    if args.cluster:
+        from vidgpen.cli.cluster import run_cluster
+
+        return run_cluster(args, options, console, _summary_line)
+    refuse_cluster_flags_without_cluster(args)
 
     def notice(message: str) -> None:
         if not args.quiet:
