@@ -4,7 +4,6 @@ few frames, a cheap deterministic stand-in restorer, and frame-exact comparisons
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidgpen.samples import astronaut_rgb, face_clip_frame
+from vidgpen.samples import write_face_clip
 
 STAND_IN_SIZE = 128
 
@@ -51,43 +50,10 @@ def make_stand_in_restorer() -> StandInRestorer:
 
 
 def write_keyframed_face_clip(path: str | Path, *, frames: int, width: int = 192, height: int = 108, fps: int = 24,
-                              keyframe_interval: int = 12, audio: bool = True, codec: str = "libx264",
-                              seed: int = 0) -> Path:
-    """The degraded moving astronaut (as vidgpen.samples.write_face_clip) with a keyframe every
-    ``keyframe_interval`` frames and an AAC tone, so the planner has places to cut."""
-    path = Path(path)
-    rng = np.random.default_rng(seed)
-    portrait = astronaut_rgb()
-    with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": "20", "preset": "veryfast", "g": str(keyframe_interval),
-                         "keyint_min": str(keyframe_interval), "sc_threshold": "0"}
-        sound = None
-        if audio:
-            sound = out.add_stream("aac", rate=48000)
-            sound.layout = "stereo"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(face_clip_frame(index, width, height, fps, 8.0, rng, portrait),
-                                               format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
-        if sound is not None:
-            total, chunk = int(frames / fps * 48000), 1024
-            for start in range(0, total, chunk):
-                n = min(chunk, total - start)
-                t = np.arange(start, start + n) / 48000
-                samples = np.stack([0.1 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 550 * t)])
-                audio_frame = av.AudioFrame.from_ndarray(samples.astype(np.float32), format="fltp", layout="stereo")
-                audio_frame.sample_rate, audio_frame.pts, audio_frame.time_base = 48000, start, Fraction(1, 48000)
-                for packet in sound.encode(audio_frame):
-                    out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
-    return path
+                              keyframe_interval: int = 12, audio: bool = True, seed: int = 0) -> Path:
+    """The degraded moving astronaut with a keyframe every ``keyframe_interval`` frames (places to cut) and a tone."""
+    return write_face_clip(path, frames=frames, width=width, height=height, fps=fps, noise=8.0, audio=audio,
+                           seed=seed, keyframe_interval=keyframe_interval)
 
 
 def decoded_video(path: Path) -> list[tuple[float, bytes]]:

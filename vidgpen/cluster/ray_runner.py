@@ -104,6 +104,9 @@ class ClusterSummary:
     failures: list[tuple[Path, str]] = field(default_factory=list)
     workers: int = 0
     node_address: str = ""
+    plan_seconds: float = 0.0   # packet scans and plans of segmented files
+    join_seconds: float = 0.0   # joining their segments
+    warmup_frames: int = 0      # frames restored around segments and dropped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,8 +314,11 @@ def restore_with_ray(src: str | Path, dst: str | Path, options: RestoreOptions, 
                 continue
             units.append(_Unit(path.name, "restore_file", (str(path), str(target)), _duration(path), path))
     else:
+        planning = time.perf_counter()
         scan = scan_packets(src)
         plan = plan_segments(scan, options, segment_frames_for(scan, cluster.segment_seconds))
+        summary.plan_seconds += time.perf_counter() - planning
+        summary.warmup_frames += sum(s.preroll + s.postroll for s in plan.segments)
         if not plan.segmented:
             if notice and plan.reason:
                 notice(f"{src.name} is restored as one unit: {plan.reason}")
@@ -343,8 +349,10 @@ def restore_with_ray(src: str | Path, dst: str | Path, options: RestoreOptions, 
     for path, (plan, journal) in segmented.items():
         from vidgpen.cluster.join import join_segments
 
+        joining = time.perf_counter()
         join_segments(path, [journal.output(s) for s in plan.segments], dst, overwrite=options.overwrite,
                       drop_incompatible=options.drop_incompatible)
+        summary.join_seconds += time.perf_counter() - joining
         journal.discard()
         combined = combine_summaries(dst, parts.get(path, []), time.perf_counter() - started)
         combined.frames = plan.frames
