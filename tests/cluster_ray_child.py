@@ -40,6 +40,16 @@ def main() -> int:
         if results["node_address"] != "127.0.0.1" or set(results["nodes"]) != {"127.0.0.1"}:
             return 3  # never go on off loopback
 
+        # The storage probe: every node must see the inputs and read a probe file written beside the outputs.
+        try:
+            ray_runner.check_shared_storage([work], [work / "missing.mp4"], None)
+        except ray_runner.ClusterError as exc:
+            results["storage_error"] = str(exc)
+        results["weights_seen"] = ray_runner.check_shared_storage([work], [work / "long.mp4"], Path(checkpoint))
+        results["weights_unseen"] = ray_runner.check_shared_storage([work], [work / "long.mp4"], work / "none.pth")
+        results["probes_left"] = sorted(p.name for p in work.glob(".vidgpen-probe-*"))
+        save()
+
         # A long clip in segments; a worker process dies at its 5th model call (mid-segment), Ray restarts the actor
         # and retries the segment.
         started = time.perf_counter()

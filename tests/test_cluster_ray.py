@@ -124,3 +124,27 @@ def test_segmented_clip_with_a_killed_worker_equals_single_machine_run(child, wo
     assert decoded_video(output) == decoded_video(reference)
     assert audio_packets(output) == audio_packets(reference)
     assert not work_folder(output).exists()
+
+
+def test_storage_probe_names_what_a_node_cannot_see(child, work):
+    assert child["storage_error"].startswith("inputs, outputs and the work folder must be on storage every node sees")
+    assert f"node 127.0.0.1: cannot see {work / 'missing.mp4'}" in child["storage_error"]
+    assert child["weights_seen"] is True and child["weights_unseen"] is False
+    assert child["probes_left"] == []
+
+
+def test_worker_loads_a_checkpoint_sent_through_the_object_store(recipe_checkpoint_256, recipe_engine,
+                                                                  one_torch_thread):
+    import numpy as np
+
+    from vidgpen.cluster.ray_runner import RestoreWorker
+
+    options = RestoreOptions(model="GPEN-BFR-256", detector="mtcnn", mask="feathered", dtype="fp32")
+    worker = RestoreWorker(options, recipe_checkpoint_256.read_bytes(), None, threads=1)
+    local = worker.engine.options.weights
+    assert local != recipe_checkpoint_256 and local.read_bytes() == recipe_checkpoint_256.read_bytes()
+    crops = np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
+    try:
+        assert np.array_equal(worker.engine.restorer.restore(crops), recipe_engine.restorer.restore(crops))
+    finally:
+        local.unlink()

@@ -267,3 +267,37 @@ def test_resume_refuses_a_journal_of_other_options(clip, engine, tmp_path):
     other = options.replace(alpha=0.5)
     with pytest.raises(OptionError, match="options"):
         SegmentJournal.open(dst, journal_record(clip, other, plan), resume=True)
+
+
+# ------------------------------------------------------------------------------------------------------ command line
+
+
+def test_cluster_flags_without_cluster_are_refused(clip, tmp_path, capsys):
+    from vidgpen.cli import main as cli_main
+
+    code = cli_main(["restore", str(clip), "-o", str(tmp_path / "out.mp4"), "--workers", "2", "--offline"])
+    assert code == 2
+    assert "--workers only apply with --cluster" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_nothing_imports_ray_without_cluster():
+    import subprocess
+    import sys
+
+    code = ("import sys, vidgpen, vidgpen.api, vidgpen.cluster.segment, vidgpen.cluster.join; "
+            "from vidgpen.cli import build_parser; build_parser(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cluster_without_ray_installed_says_how_to_install(clip, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from vidgpen.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "vidgpen.cluster.ray_runner", raising=False)
+    code = cli_main(["restore", str(clip), "-o", str(tmp_path / "out.mp4"), "--cluster", "local"])
+    assert code == 2
+    assert "pip install 'vidgpen[cluster]'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ runs skip outputs that exist (unless ``overwrite``) and ``resume`` skips finishe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -191,10 +192,7 @@ class RestoreWorker:
 
         torch.set_num_threads(threads)  # this actor's share of its node's CPUs
         if isinstance(checkpoint, bytes):  # one object-store copy of a checkpoint the node cannot see
-            handle, name = tempfile.mkstemp(prefix="vidgpen-weights-", suffix=".pth")
-            with os.fdopen(handle, "wb") as file:
-                file.write(checkpoint)
-            options = options.replace(weights=Path(name))
+            options = options.replace(weights=_local_copy(checkpoint))
         elif checkpoint is not None:
             options = options.replace(weights=Path(checkpoint))
         restorer = restorer_factory() if restorer_factory is not None else None
@@ -213,6 +211,18 @@ class RestoreWorker:
 
     def restore_segment(self, src: str, segment: Segment, out: str) -> RunSummary:
         return restore_segment(src, segment, out, self.engine)
+
+
+def _local_copy(checkpoint: bytes) -> Path:
+    """The checkpoint as a file on this node (named by its content, so restarted actors reuse it; it stays while
+    the actor runs because resumable runs identify their weights by the file)."""
+    path = Path(tempfile.gettempdir()) / f"vidgpen-weights-{hashlib.sha256(checkpoint).hexdigest()[:16]}.pth"
+    if not path.is_file():
+        handle, temp = tempfile.mkstemp(prefix=".vidgpen-weights-", dir=path.parent)
+        with os.fdopen(handle, "wb") as file:
+            file.write(checkpoint)
+        os.replace(temp, path)
+    return path
 
 
 def _start_workers(cluster: ClusterOptions, options: RestoreOptions, checkpoint, restorer_factory) -> list:
