@@ -1,5 +1,5 @@
-"""Run by tests/test_cluster_ray.py inside a network namespace with only loopback: one local Ray instance, the
-cluster scenarios one after another, results as JSON. Usage: cluster_ray_child.py WORK_DIR CHECKPOINT RESULT_JSON
+"""Run by tests/test_cluster_ray.py inside a network namespace with only loopback: one Ray cluster on this machine
+(ray.cluster_utils: a head and two worker nodes), the scenarios one after another, results as JSON. Usage: cluster_ray_child.py WORK_DIR CHECKPOINT RESULT_JSON
 
 Checks first that Ray's node address is 127.0.0.1 and stops (writing why) if it is not: no traffic may leave
 loopback.
@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import ray
+from ray.cluster_utils import Cluster
 
 from cluster_support import make_kill_once_restorer
 from vidgpen.cli import main as cli_main
@@ -31,9 +32,13 @@ def main() -> int:
     def save():
         result_path.write_text(json.dumps(results, indent=1))
 
-    cluster = ray_runner.ClusterOptions(address="local", num_cpus=2, workers=2, cpus_per_worker=1,
-                                        segment_seconds=1.0)
+    # A head without CPUs and two worker nodes with one each: each restorer actor has a node of its own.
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
+        for _ in range(2):
+            nodes.add_node(num_cpus=1)
+        nodes.wait_for_nodes()
+        cluster = ray_runner.ClusterOptions(address=nodes.address, workers=2, cpus_per_worker=1, segment_seconds=1.0)
         results["node_address"] = ray_runner.connect(cluster)
         results["nodes"] = [n["NodeManagerAddress"] for n in ray.nodes()]
         save()
@@ -65,7 +70,7 @@ def main() -> int:
         # Last (the command shuts Ray down when done): a folder through the command line, with the recipe
         # GPEN-BFR-256 on two workers (one CPU thread each); one file cannot be read, one output exists already.
         started = time.perf_counter()
-        code = cli_main(["restore", str(work / "folder"), "-o", str(work / "folder_out"), "--cluster", "local",
+        code = cli_main(["restore", str(work / "folder"), "-o", str(work / "folder_out"), "--cluster", nodes.address,
                          "--workers", "2", "--cpus-per-worker", "1", "--model", "GPEN-BFR-256", "--weights",
                          checkpoint, "--detector", "mtcnn", "--mask", "feathered", "--dtype", "fp32"])
         results["folder"] = {"exit": code, "seconds": time.perf_counter() - started}
@@ -76,6 +81,7 @@ def main() -> int:
         return 1
     finally:
         ray_runner.shutdown()
+        nodes.shutdown()
     return 0
 
 

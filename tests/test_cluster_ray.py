@@ -1,10 +1,11 @@
-"""Restores on Ray equal single-machine runs: a folder through ``--cluster local`` (with an unreadable file and an
-existing output), and a long clip in segments while a worker process is killed mid-segment.
+"""Restores on Ray equal single-machine runs: a folder through ``--cluster ADDRESS`` (with an unreadable file and
+an existing output), and a long clip in segments while a worker process is killed mid-segment.
 
 Network rule: Ray on Linux swaps 127.0.0.1 for the machine's interface address, so the Ray side runs in a child
 process inside its own network namespace that has only loopback (``unshare -n``, or ``-rn`` without root); the
-child checks that Ray's node address is 127.0.0.1 before anything else. One Ray instance serves the whole module
-(``tests/cluster_ray_child.py``); the tests below judge what it produced. Skipped, with the reason, where Ray is
+child checks that Ray's node address is 127.0.0.1 before anything else. One Ray cluster (a head and two worker
+nodes, ray.cluster_utils) serves the whole module (``tests/cluster_ray_child.py``); the tests below judge what it
+produced. Skipped, with the reason, where Ray is
 not installed or no namespace can be made.
 
 Single-machine references run with one torch thread, as each worker does: MTCNN's float results depend on the
@@ -94,7 +95,7 @@ def one_torch_thread():
 
 
 def test_ray_ran_on_loopback_only(child):
-    assert child["node_address"] == "127.0.0.1" and child["nodes"] == ["127.0.0.1"]
+    assert child["node_address"] == "127.0.0.1" and child["nodes"] == ["127.0.0.1"] * 3
 
 
 def test_folder_on_ray_equals_single_machine_runs(child, work, recipe_engine, recipe_options, one_torch_thread,
