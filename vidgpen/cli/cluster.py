@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vidgpen.config import RestoreOptions
-from vidgpen.errors import OptionError
+from vidgpen.errors import OptionError, VidgpenError
 
 PLAIN_INTERVAL_SECONDS = 5.0
 
@@ -94,6 +94,8 @@ def run_cluster(args: argparse.Namespace, options: RestoreOptions, console: Cons
                                           notice=notice)
     finally:
         ray_runner.shutdown()
+    if job.failures and not args.input.is_dir():
+        raise VidgpenError(job.failures[0][1])  # one file: its error is the command's (exit code 2)
     for path, error in job.failures:
         console.print(f"vidgpen: error: {path.name}: {error}", soft_wrap=True, markup=False)
     if not args.quiet:

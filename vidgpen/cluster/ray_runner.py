@@ -120,7 +120,7 @@ def connect(cluster: ClusterOptions) -> str:
         return ray.util.get_node_ip_address()
     try:
         if cluster.address == "local":
-            ray.init(num_cpus=cluster.num_cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=cluster.num_cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         else:
             address = "auto" if cluster.address == "auto" else cluster.address
@@ -229,6 +229,8 @@ def _start_workers(cluster: ClusterOptions, options: RestoreOptions, checkpoint,
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0.0))
     cpus = int(resources.get("CPU", 1))
+    if options.device == "cuda" and gpus == 0:
+        raise ClusterError("--device cuda was asked for but the cluster has no GPU; use --device auto or cpu")
     if gpus > 0:
         count = cluster.workers or max(1, int(gpus / cluster.gpus_per_worker))
         shape = dict(num_gpus=cluster.gpus_per_worker, num_cpus=1)
@@ -385,6 +387,10 @@ def _dispatch(units: list[_Unit], workers: list, summary: ClusterSummary, parts:
             idle.append(actor)
             try:
                 value = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                # Dying processes and nodes are retried by Ray; this is an actor that cannot start at all.
+                reason = str(exc).strip().splitlines()
+                raise ClusterError(f"a restorer worker could not start: {reason[-1] if reason else exc}") from exc
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                 if unit.segment is not None:
