@@ -1,5 +1,6 @@
 """Run by tests/test_cluster_ray.py inside a network namespace with only loopback: one Ray cluster on this machine
-(ray.cluster_utils: a head and two worker nodes), the scenarios one after another, results as JSON. Usage: cluster_ray_child.py WORK_DIR CHECKPOINT RESULT_JSON
+(ray.cluster_utils: a head and two worker nodes), the scenarios one after another, results as JSON.
+Usage: cluster_ray_child.py WORK_DIR CHECKPOINT RESULT_JSON
 
 Checks first that Ray's node address is 127.0.0.1 and stops (writing why) if it is not: no traffic may leave
 loopback.

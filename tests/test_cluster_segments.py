@@ -301,3 +301,33 @@ def test_cluster_without_ray_installed_says_how_to_install(clip, tmp_path, monke
     code = cli_main(["restore", str(clip), "-o", str(tmp_path / "out.mp4"), "--cluster", "local"])
     assert code == 2
     assert "pip install 'vidgpen[cluster]'" in capsys.readouterr().err
+
+
+def test_join_keeps_variable_frame_times_rotation_subtitles_and_chapters(tmp_path):
+    from fractions import Fraction
+
+    from vidgpen.video.probe import probe
+    from vidgpen.video.synthetic import SyntheticClip, write_synthetic_clip
+
+    # Irregular steps (variable frame rate) in a 1/90000 time base, a keyframe every 6 frames.
+    steps = [3000, 3000, 4500, 1500, 6000, 3000, 3003, 2997] * 3
+    pts = tuple(sum(steps[:i]) for i in range(len(steps)))
+    clip = SyntheticClip(width=64, height=48, frames=len(pts), time_base=Fraction(1, 90000), pts=pts,
+                         options={"preset": "ultrafast", "g": "6", "keyint_min": "6", "sc_threshold": "0"},
+                         audio=("aac",), subtitles=True, rotation=90, chapters=2)
+    src = write_synthetic_clip(tmp_path / "vfr.mkv", clip)
+    scan = scan_packets(src)
+    assert scan.keyframe_indices == (0, 6, 12, 18)
+    pieces = write_pieces(src, tmp_path, [0, 6, 18, len(pts)], codec="libx264", preset="ultrafast")
+    joined = tmp_path / "joined.mkv"
+    join_segments(src, pieces, joined)
+    assert [t for t, _ in decoded_video(joined)] == [t for t, _ in decoded_video(src)]
+    info, source_info = probe(joined), probe(src)
+    assert info.rotation == source_info.rotation == 90
+    described = [[(s.kind, s.codec, s.language) for s in i.streams] for i in (info, source_info)]
+    assert described[0] == described[1]
+    assert audio_packets(joined) == audio_packets(src)
+    with av.open(str(joined)) as out, av.open(str(src)) as original:
+        assert len(out.chapters()) == len(original.chapters()) == 2
+        subtitles = [bytes(p) for p in out.demux(subtitles=0) if p.size]
+        assert subtitles and subtitles == [bytes(p) for p in original.demux(subtitles=0) if p.size]

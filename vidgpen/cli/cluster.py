@@ -90,8 +90,8 @@ def run_cluster(args: argparse.Namespace, options: RestoreOptions, console: Cons
             console.print(f"vidgpen: note: {message}", soft_wrap=True, markup=False)
 
     try:
-        job = ray_runner.restore_with_ray(args.input, args.output, options, cluster, progress=JobBar(console, args.quiet),
-                                          notice=notice)
+        job = ray_runner.restore_with_ray(args.input, args.output, options, cluster,
+                                          progress=JobBar(console, args.quiet), notice=notice)
     finally:
         ray_runner.shutdown()
     if job.failures and not args.input.is_dir():

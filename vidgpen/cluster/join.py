@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -120,15 +119,12 @@ def join_segments(source: str | Path, segments: list[str | Path], dst: str | Pat
         for path in segments:
             with av.open(str(path)) as container:
                 stream = _video_stream(container)
-                scale = Fraction(stream.time_base) / Fraction(video.time_base)
                 for packet in container.demux(stream):
                     if not packet.size or packet.pts is None:
                         continue
-                    pts, dts = packet.pts, decode_time(index)
-                    packet.pts, packet.dts = round(pts * scale), round(dts * scale)
-                    if packet.duration:
-                        packet.duration = round(packet.duration * scale)
-                    copier.mux_until(float(dts * stream.time_base))
+                    # Times stay in the segment's time base (the same for all, checked above); mux converts them.
+                    packet.dts = decode_time(index)
+                    copier.mux_until(float(packet.dts * stream.time_base))
                     packet.stream = video
                     out.mux(packet)
                     index += 1
