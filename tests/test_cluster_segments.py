@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def test_segmented_run_equals_single_run_frame_for_frame(clip, engine, single_ru
     assert plan.segments[1].preroll == 24  # all it can have (the file's start)
     assert plan.segments[2].preroll == warmup_frames(options).preroll == 28 < 48
     dst = tmp_path / "segmented.mkv"
-    summary = restore_segmented(clip, dst, dataclasses_replace(engine, options), plan)
+    summary = restore_segmented(clip, dst, dataclasses.replace(engine, options=options), plan)
     assert summary.frames == CLIP_FRAMES and summary.faces >= CLIP_FRAMES - 4
     assert decoded_video(dst) == decoded_video(single_run)  # same times, same pictures
     assert audio_packets(dst) == audio_packets(single_run)
@@ -216,17 +217,11 @@ def test_segmented_run_equals_single_run_frame_for_frame(clip, engine, single_ru
 
     # Control: without warm-up the seams show (tracks, smoothing and blending start afresh at each seam).
     control = tmp_path / "control.mkv"
-    restore_segmented(clip, control, dataclasses_replace(engine, options),
+    restore_segmented(clip, control, dataclasses.replace(engine, options=options),
                       plan_segments(scan_packets(clip), options, SEGMENT_FRAMES, warmup=Warmup(0, 0)))
     differing = [i for i, (a, b) in enumerate(zip(decoded_video(control), decoded_video(single_run))) if a != b]
     assert differing and all(min(abs(i - 24), abs(i - 48)) <= 8 for i in differing)
     assert any(24 <= i < 30 for i in differing) and any(48 <= i < 54 for i in differing)
-
-
-def dataclasses_replace(engine, options):
-    import dataclasses
-
-    return dataclasses.replace(engine, options=options)
 
 
 def test_resume_skips_finished_segments(clip, engine, single_run, tmp_path):
@@ -242,14 +237,14 @@ def test_resume_skips_finished_segments(clip, engine, single_run, tmp_path):
                 raise KeyboardInterrupt
             return super().restore(crops)
 
-    crashing = dataclasses_replace(build_engine(options, restorer=Crashing()), options)
+    crashing = dataclasses.replace(build_engine(options, restorer=Crashing()), options=options)
     with pytest.raises(KeyboardInterrupt):
         restore_segmented(clip, dst, crashing, plan)
     finished = sorted(p.name for p in work_folder(dst).glob("segment-*.mkv"))
     assert finished == ["segment-00000.mkv"] and not dst.exists()
 
     seen = []
-    resumed = dataclasses_replace(engine, options.replace(resume=True))
+    resumed = dataclasses.replace(engine, options=options.replace(resume=True))
     restore_segmented(clip, dst, resumed, plan, on_segment=lambda s, part: seen.append((s.index, part is None)))
     assert seen == [(0, True), (1, False), (2, False)]  # segment 0 taken from the journal
     assert decoded_video(dst) == decoded_video(single_run)
