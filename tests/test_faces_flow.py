@@ -280,7 +280,7 @@ def test_detect_and_follow_detects_on_schedule_and_when_forced(yunet, background
     frames = [render(background, face_patch, [(220 + 3 * t, 180, 0, 1, BIG)]) for t in range(7)]
     for index, frame in enumerate(frames):
         finder(frame, force_detection=index == 4)
-    # frames 0 and 3 on schedule, 4 forced, then 3 frames later would be 7 (not reached)
-    assert finder.detections_run == 3
+    # frames 0, 3 and 6 on schedule (the phase stays anchored to the stream), 4 forced
+    assert finder.detections_run == 4
     with pytest.raises(OptionError):
         DetectAndFollow(detect, 0)

@@ -410,9 +410,29 @@ def save_face_crops(folder: Path, stem: str, faces: list[_FaceWork]) -> None:
 # Video
 # ---------------------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class FrameWindow:
+    """One piece of a longer run (see :mod:`vidgpen.cluster.segment`): decode from ``read_start`` to ``read_end``
+    (seconds from the beginning, like ``start``/``end``; None is open) so that tracks, smoothing and blending warm
+    up on the frames around the piece, and write only the frames with ``keep_start_pts <= pts < keep_end_pts``
+    (the source's time base; None is open): the video stream alone, with the source's own timestamps."""
+
+    read_start: float | None
+    read_end: float | None
+    keep_start_pts: int | None
+    keep_end_pts: int | None
+
+    def keeps(self, pts: int) -> bool:
+        return ((self.keep_start_pts is None or pts >= self.keep_start_pts)
+                and (self.keep_end_pts is None or pts < self.keep_end_pts))
+
+
 def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Progress | None = None,
-              notice: Callable[[str], None] | None = None) -> RunSummary:
+              notice: Callable[[str], None] | None = None, window: FrameWindow | None = None) -> RunSummary:
     """Restore every face of ``src`` into ``dst``; see the module docstring for the stages.
+
+    With ``window`` only that piece is written (``options.start``/``end`` are then not used); ``summary.frames``
+    counts the frames written.
 
     The restored faces are kept beside ``dst`` while the run goes (see :mod:`vidgpen.resume`): deleted once
     ``dst`` is written, kept when the run fails or is interrupted (the exception then carries a note saying how
@@ -425,7 +445,8 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     stages = _Stages(summary)
     counts = {"frames": 0, "faces": 0}
     started = time.perf_counter()
-    with open_video(src, options.start, options.end, deinterlace=options.deinterlace) as reader:
+    start, end = (window.read_start, window.read_end) if window is not None else (options.start, options.end)
+    with open_video(src, start, end, deinterlace=options.deinterlace) as reader:
         if reader.deinterlace is not None and notice is not None:
             notice(_deinterlace_notice(reader, options.deinterlace))
         factor = 1
@@ -444,7 +465,8 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
         try:
             with VideoWriter(dst, reader, codec=options.codec, crf=options.crf, preset=options.preset,
                              pix_fmt=options.pix_fmt, overwrite=options.overwrite,
-                             drop_incompatible=options.drop_incompatible, frame_size=writer_size) as writer:
+                             drop_incompatible=options.drop_incompatible, frame_size=writer_size,
+                             video_only=window is not None) as writer:
                 # Opened once the writer has accepted dst, so a command that fails its checks keeps old progress.
                 expected_frames = _expected_frames(reader)
                 store = RestoredFaceStore.open(dst, run_journal(src, engine, expected_frames),
@@ -464,7 +486,8 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                 if factor != 1:
                     to_encode = stages.queue()
                     stages.start("upscale", lambda: _upscale(stages, engine, factor, restored, to_encode))
-                stages.start("encode", lambda: _encode(stages, engine, to_encode, writer, report, counts, factor))
+                stages.start("encode", lambda: _encode(stages, engine, to_encode, writer, report, counts, factor,
+                                                       window))
                 stages.wait(lambda: progress.update(counts["frames"], counts["faces"]))
                 progress.update(counts["frames"], counts["faces"])
         except BaseException as exc:
@@ -736,12 +759,14 @@ def _upscale(stages: _Stages, engine: FaceEngine, factor: int, in_q: queue.Queue
 
 
 def _encode(stages: _Stages, engine: FaceEngine, in_q: queue.Queue, writer: VideoWriter,
-            report: ReportWriter | None, counts: dict, factor: int = 1) -> None:
+            report: ReportWriter | None, counts: dict, factor: int = 1, window: FrameWindow | None = None) -> None:
     options = engine.options
     while True:
         work = stages.get(in_q)
         if work is _END:
             break
+        if window is not None and not window.keeps(work.frame.pts):
+            continue  # a warm-up frame around a piece of a longer run
         t0 = time.perf_counter()
         background = work.frame.image if work.background is None else work.background
         image = paste_back(background, work.faces, options, factor)

@@ -52,8 +52,10 @@ def face_clip_frame(index: int, width: int, height: int, fps: float, noise: floa
 
 
 def write_face_clip(path: str | Path, *, frames: int = 48, width: int = 640, height: int = 360, fps: int = 24,
-                    noise: float = 10.0, crf: int = 20, audio: bool = True, seed: int = 0) -> Path:
-    """Write the degraded astronaut clip (H.264 + AAC) to ``path`` and return it."""
+                    noise: float = 10.0, crf: int = 20, audio: bool = True, seed: int = 0,
+                    keyframe_interval: int | None = None) -> Path:
+    """Write the degraded astronaut clip (H.264 + AAC) to ``path`` and return it; ``keyframe_interval`` forces a
+    keyframe every that many frames (default: the encoder's choice, one in 250)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     portrait = astronaut_rgb()
@@ -61,6 +63,9 @@ def write_face_clip(path: str | Path, *, frames: int = 48, width: int = 640, hei
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": str(crf), "preset": "veryfast"}
+        if keyframe_interval is not None:
+            video.options = dict(video.options, g=str(keyframe_interval), keyint_min=str(keyframe_interval),
+                                 sc_threshold="0")
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=48000)

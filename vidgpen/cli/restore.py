@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidgpen.cli.cluster import add_cluster_arguments, refuse_cluster_flags_without_cluster
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import InputError
 from vidgpen.faces.align import TEMPLATES
@@ -135,6 +136,7 @@ def register(subparsers) -> None:
                             "(default: start over)")
     extra.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar, notices or summary; errors and warnings still print (default: off)")
+    add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -164,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
     src: Path = args.input
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
+    if args.cluster:
+        from vidgpen.cli.cluster import run_cluster
+
+        return run_cluster(args, options, console, _summary_line)
+    refuse_cluster_flags_without_cluster(args)
 
     noticed: set[str] = set()
 

@@ -140,6 +140,9 @@ class DetectAndFollow:
     detect: full-frame detection with selection applied, ``(H, W, 3) uint8 RGB -> list[Detection]``.
     interval: frames from one detection to the next when nothing goes wrong (1: detect on every frame).
     Detection also runs when the caller forces it (a scene cut, the last frame) and when a followed face is lost.
+    The regular detections fall on frames 0, interval, 2 * interval, ... of the stream whatever happened in between,
+    so two runs that start on the same phase (a whole video and a segment of it, see :mod:`vidgpen.cluster.plan`)
+    detect on the same frames and agree from their first regular detection on.
     """
 
     def __init__(self, detect: Callable[[np.ndarray], list[Detection]], interval: int,
@@ -150,20 +153,17 @@ class DetectAndFollow:
         self.interval = int(interval)
         self.flow = flow or LandmarkFlow()
         self.detections_run = 0
-        self._since_detection: int | None = None  # frames since the last detection; None before the first
+        self._frames_seen = 0
 
     def __call__(self, image_rgb: np.ndarray, *, force_detection: bool = False) -> list[Detection]:
         """The faces of the next frame ((H, W, 3) uint8 RGB) of the stream."""
-        detect = (force_detection or self._since_detection is None or self.interval == 1
-                  or self._since_detection + 1 >= self.interval)
-        if not detect:
+        position, self._frames_seen = self._frames_seen, self._frames_seen + 1
+        if not (force_detection or position % self.interval == 0):
             followed = self.flow.follow(image_rgb)
             if not followed.lost:
-                self._since_detection += 1
                 return followed.detections
         detections = self.detect(image_rgb)
         self.detections_run += 1
-        self._since_detection = 0
         if self.interval > 1:
             self.flow.start(image_rgb, detections)
         return detections

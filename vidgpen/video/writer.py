@@ -160,6 +160,8 @@ class VideoWriter:
         drop_incompatible: leave out streams the container cannot hold instead of raising OutputError.
         frame_size: ``(width, height)`` of the frames that will be written, when it differs from the input
             (e.g. side-by-side comparisons). Default: the size of the first written frame.
+        video_only: write the video stream alone, with the source's own timestamps (no shift for a trim, no
+            other streams, no chapters): a piece of a longer output that :mod:`vidgpen.cluster` joins later.
     Raises:
         OutputError: bad destination (exists, is the input, unknown extension, missing folder), a codec or
             stream the container cannot hold, or a failure while writing.
@@ -170,7 +172,8 @@ class VideoWriter:
                  crf: int | None = None, preset: str | None = None, pix_fmt: str | None = None,
                  overwrite: bool = False, drop_incompatible: bool = False,
                  frame_size: tuple[int, int] | None = None,
-                 start: float | str | None = None, end: float | str | None = None) -> None:
+                 start: float | str | None = None, end: float | str | None = None,
+                 video_only: bool = False) -> None:
         if isinstance(source, VideoReader):
             self.info, self.time_range = source.info, source.time_range
             # A deinterlacing reader may hand out frames at field rate, in a finer time base; they are progressive.
@@ -180,6 +183,9 @@ class VideoWriter:
             self.info, self.time_range = source, TimeRange.for_video(source, start, end)
             self.time_base, self.frame_rate = source.time_base, source.average_fps
             self._progressive = False
+        self.video_only = video_only
+        if video_only:
+            self.time_range = TimeRange()  # the source's timestamps, unshifted
         self.dst = Path(dst)
         self._check_destination(overwrite)
         self._container_format = container_format_for(self.dst)
@@ -195,7 +201,7 @@ class VideoWriter:
 
         self._source = open_input_container(self.info.path)
         try:
-            self._copy_plan = self._plan_copies(drop_incompatible)
+            self._copy_plan = [] if video_only else self._plan_copies(drop_incompatible)
         except BaseException:
             self._source.close()
             raise
@@ -360,7 +366,7 @@ class VideoWriter:
             copy.disposition = stream.disposition
             routes[stream.index] = copy
         out.metadata.update(_copyable_tags(self._source.metadata))
-        chapters = _chapters_in_range(self._source.chapters(), self.time_range)
+        chapters = [] if self.video_only else _chapters_in_range(self._source.chapters(), self.time_range)
         if chapters:
             out.set_chapters(chapters)
         try:
