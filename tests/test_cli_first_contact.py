@@ -4,8 +4,6 @@ MTCNN throughout, as in test_cli_restore.py."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,7 @@ import pytest
 from vidgpen import cli, pipeline
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """Run ``vidgpen ARGV`` in this process: (exit code, stdout, stderr). argparse's own errors exit via SystemExit."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+from cli_support import run_cli
 
 
 # ------------------------------------------------------------------------------------------- misspelt options

@@ -3,7 +3,6 @@ one-line errors with exit code 2, Ctrl-C with exit code 130. Recipe GPEN-BFR-256
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -23,9 +22,10 @@ import skimage.data
 import torch
 from rich.console import Console
 
-from vidgpen import api, cli, pipeline
+from vidgpen import api, pipeline
 from vidgpen.cli import progress as cli_progress
 from vidgpen.samples import write_face_clip
+from cli_support import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS = 320, 180, 24
@@ -35,17 +35,6 @@ INTERRUPTED = "vidgpen: interrupted; no output was written"
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """Run ``vidgpen ARGV`` in this process: (exit code, stdout, stderr). argparse's own errors exit via SystemExit."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def decoded_images(path: Path) -> list[np.ndarray]:

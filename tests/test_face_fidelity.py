@@ -21,23 +21,8 @@ from vidgpen.faces.color import MonochromeDetector, keep_chroma, match_color, ti
 from vidgpen.faces.align import crop_matrix, warp_crop
 from vidgpen.pipeline import build_engine
 from vidgpen.testing import ColorShiftingRestorer, MouthMovingRestorer, MovingFaceClip, ShimmeringRestorer
+from cli_support import run_cli
 
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """``vidgpen ARGV`` in this process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from vidgpen import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 FRAMES = 10
 LAB_SHIFT = (5.0, 9.0, -12.0)
@@ -337,7 +322,6 @@ def test_finisher_state_is_bounded_and_reset_by_a_cut():
         assert max(len(store) for store in stores()) <= 2 * 4 + 1
     finisher.reset()
     assert all(len(store) == 0 for store in stores())
-
 
 
 def test_monochrome_paste_keeps_the_frame_chroma_and_leaves_the_rest_alone():

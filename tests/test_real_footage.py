@@ -4,9 +4,7 @@ with PyAV; recipe GPEN-BFR-256 weights and MTCNN throughout."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidgpen import api, cli, pipeline
+from vidgpen import api, pipeline
 from vidgpen.faces.align import transform_points
 from vidgpen.faces.paste import paste_region
 from vidgpen.faces.report import load_report
@@ -26,18 +24,9 @@ from vidgpen.video.reader import open_video
 from vidgpen.video.synthetic import write_packed_bframe_avi
 from vidgpen.video.transcode import transcode
 from vidgpen.video.timestamps import DisplayTimes
+from cli_support import run_cli
 
 FPS = 25
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module", autouse=True)

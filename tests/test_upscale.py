@@ -6,9 +6,7 @@ nothing is downloaded. Faces: recipe GPEN-BFR-256, MTCNN, the feathered mask."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 import skimage.data
 import torch
 
-from vidgpen import api, cli, pipeline
+from vidgpen import api, pipeline
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError, OutputError, WeightsError
 from vidgpen.faces.align import invert_affine
@@ -32,21 +30,12 @@ from vidgpen.upscale import learned_upscaler, load_sr_model, max_factor, pick_fa
 from vidgpen.video import probe
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
+from cli_support import run_cli
 
 WIDTH, HEIGHT, FPS, FRAMES = 320, 240, 24, 4
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _random_sr_model(kind: str) -> torch.nn.Module:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from vidgpen.video.frame import VideoFrame
 from vidgpen.video.reader import DamageReport, open_video
