@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -49,18 +47,10 @@ from vidgpen.faces.paste import PasteItem, paste_faces
 from vidgpen.faces.scene import SceneCutDetector
 from vidgpen.faces.track import FaceTracker
 
+from timing import timed_ms  # bench/ is on sys.path when this script runs
+
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
-
-def timed_ms(fn, rounds: int) -> float:
-    """Median wall milliseconds of ``fn()`` over ``rounds`` after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
 
 
 def test_frames(width: int, height: int, count: int) -> list[np.ndarray]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,17 +42,10 @@ from vidgpen.flicker import measure_flicker
 from vidgpen.pipeline import build_engine
 from vidgpen.testing import MovingFaceClip, ShimmeringRestorer, true_warping_error
 
+from timing import timed_ms  # bench/ is on sys.path when this script runs
+
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
-
-def timed_ms(fn, rounds: int) -> float:
-    fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
 
 
 def decoded(path) -> list[np.ndarray]:
