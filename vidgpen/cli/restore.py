@@ -42,8 +42,9 @@ def register(subparsers) -> None:
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="where the model runs (default auto: cuda when a GPU is present, else cpu)")
     model.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="number format of the model (default auto: fp16 on CUDA, bf16 on a CPU with native "
-                            "bf16 (AVX512-BF16/AMX), else fp32; bf16 on other CPUs is emulated, about 20x slower)")
+                       help="number format of the model (default auto: bf16 on CUDA, fp16 on GPUs without bf16; "
+                            "bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 on other CPUs is "
+                            "emulated, about 20x slower)")
     model.add_argument("--batch-size", type=int,
                        help="faces per forward pass (default: on CPU 4 up to GPEN-512, else 1; on CUDA what half "
                             "the free GPU memory holds, at most 16)")
