@@ -57,3 +57,33 @@ def recipe_engine(recipe_options):
     from vidgpen.pipeline import build_engine
 
     return build_engine(RestoreOptions(**recipe_options))
+
+
+@pytest.fixture(scope="session")
+def recipe_args(recipe_checkpoint_256) -> list[str]:
+    """The same fast offline run as ``recipe_options``, as ``vidgpen restore`` arguments."""
+    return ["--model", "GPEN-BFR-256", "--weights", str(recipe_checkpoint_256), "--detector", "mtcnn",
+            "--mask", "feathered", "--dtype", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def reuse_loaded_restorer(recipe_engine, recipe_checkpoint_256):
+    """Loading the 75 MB checkpoint takes seconds. While a module uses this fixture, a run that would load exactly
+    that file on the CPU in fp32 gets the restorer already loaded from it; the detector, the masker and everything
+    else still come from the run's own options. Any other run (another device, dtype, --offline, ...) loads for
+    real."""
+    from vidgpen import api, pipeline
+
+    real_build_engine = pipeline.build_engine
+
+    def build_engine(options, notice=None, restorer=None):
+        reusable = (options.weights is not None and Path(options.weights) == recipe_checkpoint_256
+                    and options.model == "GPEN-BFR-256" and options.device in ("auto", "cpu")
+                    and options.dtype == "fp32" and options.batch_size is None and not options.compile)
+        if restorer is None and reusable:
+            restorer = recipe_engine.restorer
+        return real_build_engine(options, notice, restorer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "build_engine", build_engine)
+        yield

@@ -45,12 +45,6 @@ def test_a_misspelt_option_names_the_command_and_the_option_meant(argv, expected
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def recipe_args(recipe_checkpoint_256) -> list[str]:
-    return ["--model", "GPEN-BFR-256", "--weights", str(recipe_checkpoint_256), "--detector", "mtcnn",
-            "--mask", "feathered", "--dtype", "fp32"]
-
-
 @pytest.fixture
 def loads(recipe_engine, recipe_checkpoint_256, monkeypatch) -> list[str]:
     """Records every model a run loads (restorer, detector, masker), in order. Loading the recipe checkpoint gives

@@ -22,10 +22,12 @@ import skimage.data
 import torch
 from rich.console import Console
 
-from vidgpen import api, pipeline
 from vidgpen.cli import progress as cli_progress
 from vidgpen.samples import write_face_clip
 from cli_support import run_cli
+
+# Runs that load the recipe checkpoint reuse the restorer already loaded (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("reuse_loaded_restorer")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS = 320, 180, 24
@@ -62,32 +64,6 @@ def summary_pattern(output: Path, frames: int, faces: int, stages: bool, startup
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def recipe_args(recipe_checkpoint_256) -> list[str]:
-    return ["--model", "GPEN-BFR-256", "--weights", str(recipe_checkpoint_256), "--detector", "mtcnn",
-            "--mask", "feathered", "--dtype", "fp32"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def reuse_loaded_restorer(recipe_engine, recipe_checkpoint_256):
-    """Loading the 75 MB checkpoint takes seconds. A run that would load exactly that file on the CPU in fp32 gets
-    the restorer already loaded from it; the detector, the masker and everything else still come from the run's
-    own options. Any other run (another device, dtype, --offline, ...) loads for real."""
-    real_build_engine = pipeline.build_engine
-
-    def build_engine(options, notice=None, restorer=None):
-        reusable = (options.weights is not None and Path(options.weights) == recipe_checkpoint_256
-                    and options.model == "GPEN-BFR-256" and options.device in ("auto", "cpu")
-                    and options.dtype == "fp32" and options.batch_size is None and not options.compile)
-        if restorer is None and reusable:
-            restorer = recipe_engine.restorer
-        return real_build_engine(options, notice, restorer)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "build_engine", build_engine)
-        yield
 
 
 @pytest.fixture(scope="module")

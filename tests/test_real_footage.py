@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-from vidgpen import api, pipeline
 from vidgpen.faces.align import transform_points
 from vidgpen.faces.paste import paste_region
 from vidgpen.faces.report import load_report
@@ -26,29 +25,15 @@ from vidgpen.video.transcode import transcode
 from vidgpen.video.timestamps import DisplayTimes
 from cli_support import run_cli
 
+# Runs that load the recipe checkpoint reuse the restorer already loaded (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("reuse_loaded_restorer")
+
 FPS = 25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reuse_loaded_restorer(recipe_engine, recipe_checkpoint_256):
-    """Runs with the recipe checkpoint on the CPU in fp32 reuse the restorer already loaded (loading takes seconds)."""
-    real_build_engine = pipeline.build_engine
-
-    def build_engine(options, notice=None, restorer=None):
-        if restorer is None and options.weights is not None and Path(options.weights) == recipe_checkpoint_256 \
-                and options.dtype == "fp32" and options.batch_size is None:
-            restorer = recipe_engine.restorer
-        return real_build_engine(options, notice, restorer)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "build_engine", build_engine)
-        yield
-
-
 @pytest.fixture(scope="module")
-def recipe_args(recipe_checkpoint_256) -> list[str]:
-    return ["--model", "GPEN-BFR-256", "--weights", str(recipe_checkpoint_256), "--detector", "mtcnn",
-            "--mask", "feathered", "--dtype", "fp32", "--quiet"]
+def recipe_args(recipe_args) -> list[str]:
+    return [*recipe_args, "--quiet"]
 
 
 def packets(path: Path, kind: str) -> list[tuple[str, int]]:

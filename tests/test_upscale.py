@@ -18,7 +18,6 @@ import pytest
 import skimage.data
 import torch
 
-from vidgpen import api, pipeline
 from vidgpen.config import RestoreOptions
 from vidgpen.errors import OptionError, OutputError, WeightsError
 from vidgpen.faces.align import invert_affine
@@ -31,6 +30,9 @@ from vidgpen.video import probe
 from vidgpen.video.reader import open_video
 from vidgpen.video.writer import VideoWriter
 from cli_support import run_cli
+
+# Runs that load the recipe checkpoint reuse the restorer already loaded (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("reuse_loaded_restorer")
 
 WIDTH, HEIGHT, FPS, FRAMES = 320, 240, 24, 4
 
@@ -75,28 +77,6 @@ def clip(tmp_path_factory) -> Path:
     """320x240, 4 frames, H.264 + AAC, the astronaut's face about 60 px wide."""
     return write_face_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=FRAMES, width=WIDTH, height=HEIGHT,
                            fps=FPS)
-
-
-@pytest.fixture(scope="module")
-def recipe_args(recipe_checkpoint_256) -> list[str]:
-    return ["--model", "GPEN-BFR-256", "--weights", str(recipe_checkpoint_256), "--detector", "mtcnn",
-            "--mask", "feathered", "--dtype", "fp32"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def reuse_loaded_restorer(recipe_engine, recipe_checkpoint_256):
-    """Runs that would load the recipe checkpoint on the CPU in fp32 get the restorer already loaded from it."""
-    real_build_engine = pipeline.build_engine
-
-    def build_engine(options, notice=None, restorer=None):
-        if restorer is None and options.weights is not None and Path(options.weights) == recipe_checkpoint_256 \
-                and options.dtype == "fp32" and options.device in ("auto", "cpu"):
-            restorer = recipe_engine.restorer
-        return real_build_engine(options, notice, restorer)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "build_engine", build_engine)
-        yield
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
