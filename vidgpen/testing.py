@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vidgpen.flicker import FlickerResult, warping_error
+from vidgpen.models.restorer import crop_batch
 
 # ---------------------------------------------------------------------------------------------------------------
 # Restorers
@@ -79,14 +80,11 @@ class ShimmeringRestorer:
                                  detail_sigma=detail_sigma, gpen=gpen is not None)
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            return self.restore(crops[None])[0]
-        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected uint8 crops [N, {self.size}, {self.size}, 3], got {crops.dtype} {crops.shape}")
+        crops, single = crop_batch(crops, self.size)
         if self.gpen is not None:
             self.gpen.restore(crops)  # the real network's cost; its (recipe) output is not what is shown
-        return np.stack([self._one(crop) for crop in crops])
+        restored = np.stack([self._one(crop) for crop in crops])
+        return restored[0] if single else restored
 
     def _one(self, crop: np.ndarray) -> np.ndarray:
         pixels = crop.astype(np.float32)
@@ -107,10 +105,9 @@ class _Wrapper:
         self.dtype, self.variant = base.dtype, base.variant
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            return self.restore(crops[None])[0]
-        return np.stack([self.change(face) for face in self.base.restore(crops)])
+        crops, single = crop_batch(crops, self.size)
+        changed = np.stack([self.change(face) for face in self.base.restore(crops)])
+        return changed[0] if single else changed
 
     def change(self, face: np.ndarray) -> np.ndarray:
         """One restored ``[S, S, 3]`` uint8 face -> the changed face (subclasses; the identity here)."""

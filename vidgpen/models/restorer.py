@@ -108,6 +108,18 @@ def tune_process(device: str | torch.device) -> None:
         retain_freed_memory()
 
 
+def crop_batch(crops, size: int) -> tuple[np.ndarray, bool]:
+    """What a restorer's ``restore`` takes: ``[N, S, S, 3]`` uint8 crops, or one ``[S, S, 3]`` crop ->
+    ``([N, S, S, 3] array, whether one crop was given)``; ValueError for any other shape or dtype."""
+    crops = np.asarray(crops)
+    single = crops.ndim == 3
+    if single:
+        crops = crops[None]
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"expected uint8 crops [N, {size}, {size}, 3], got {crops.dtype} {crops.shape}")
+    return crops, single
+
+
 class GPENRestorer:
     """Restores aligned face crops with one GPEN model.
 
@@ -142,16 +154,12 @@ class GPENRestorer:
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         """crops: ``[N, S, S, 3]`` uint8 RGB aligned faces -> ``[N, S, S, 3]`` uint8 RGB restored faces."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            return self.restore(crops[None])[0]
-        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected uint8 crops [N, {self.size}, {self.size}, 3], got {crops.dtype} {crops.shape}")
+        crops, single = crop_batch(crops, self.size)
         out = np.empty_like(crops)
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start:start + self.batch_size]
             out[start:start + len(chunk)] = self.restore_batch(chunk)
-        return out
+        return out[0] if single else out
 
     def restore_batch(self, crops: np.ndarray) -> np.ndarray:
         """One forward pass over ``[n, S, S, 3]`` uint8 RGB crops (no chunking; padded up to a batch shape).
