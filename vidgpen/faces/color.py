@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from vidgpen.faces.types import TrackMemory
 
 COLOR_MODES: tuple[str, ...] = ("auto", "match", "off")
 
@@ -103,13 +104,13 @@ class MonochromeDetector:
         if not 0 < enter < leave:
             raise ValueError(f"need 0 < enter < leave, got {enter}, {leave}")
         self.enter, self.leave, self.smoothing, self.max_gap = enter, leave, smoothing, max_gap
-        self._tracks: dict[int, _TintState] = {}
+        self._tracks: TrackMemory[_TintState] = TrackMemory(max_gap)
 
     def update(self, track_id: int, frame_index: int, input_crop: np.ndarray) -> bool:
         """Measure one face of a track; returns whether the track is monochrome now."""
         spread = tint_spread(input_crop)
-        state = self._tracks.get(track_id)
-        if state is None or frame_index - state.frame_index > self.max_gap:
+        state = self._tracks.get(track_id, frame_index)
+        if state is None:
             state = _TintState(spread, spread < (self.enter + self.leave) / 2, frame_index)
         else:
             state.spread += self.smoothing * (spread - state.spread)
@@ -118,15 +119,14 @@ class MonochromeDetector:
                 state.monochrome = False
             elif not state.monochrome and state.spread < self.enter:
                 state.monochrome = True
-        self._tracks[track_id] = state
+        self._tracks.put(track_id, state)
         return state.monochrome
 
     def reset(self) -> None:
-        self._tracks.clear()
+        self._tracks.reset()
 
     def prune(self, frame_index: int) -> None:
-        for track_id in [t for t, s in self._tracks.items() if frame_index - s.frame_index > self.max_gap]:
-            del self._tracks[track_id]
+        self._tracks.prune(frame_index)
 
 
 def keep_chroma(restored: np.ndarray, original: np.ndarray) -> np.ndarray:

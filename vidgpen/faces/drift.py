@@ -24,6 +24,7 @@ import numpy as np
 
 from vidgpen.faces.align import reference_points
 from vidgpen.faces.color import MATCH_SIZE, mean_lab_difference
+from vidgpen.faces.types import TrackMemory
 
 # The detector searches the central 3/4 of each crop (the face fills ~2/3 of the crop in GPEN's template), reduced to
 # this size: landmarks came out steadier there than on the whole crop at 224 (MTCNN: 0.01-0.03 against 0.01-0.05
@@ -103,7 +104,7 @@ class DriftLimiter:
             raise ValueError(f"max_drift must be positive, got {max_drift}")
         self.max_drift, self.smoothing, self.max_gap = float(max_drift), float(smoothing), max_gap
         self.max_step = float(max_step)
-        self._tracks: dict[int, _LimitState] = {}
+        self._tracks: TrackMemory[_LimitState] = TrackMemory(max_gap)
 
     def target(self, landmark_shift: float | None) -> float | None:
         if landmark_shift is None:
@@ -112,20 +113,19 @@ class DriftLimiter:
 
     def update(self, track_id: int, frame_index: int, landmark_shift: float | None) -> float:
         target = self.target(landmark_shift)
-        state = self._tracks.get(track_id)
-        if state is None or frame_index - state.frame_index > self.max_gap:
+        state = self._tracks.get(track_id, frame_index)
+        if state is None:
             state = _LimitState(1.0 if target is None else target, frame_index)
         else:
             if target is not None:
                 step = self.smoothing * (target - state.factor)
                 state.factor += float(np.clip(step, -self.max_step, self.max_step))
             state.frame_index = frame_index
-        self._tracks[track_id] = state
+        self._tracks.put(track_id, state)
         return state.factor
 
     def reset(self) -> None:
-        self._tracks.clear()
+        self._tracks.reset()
 
     def prune(self, frame_index: int) -> None:
-        for track_id in [t for t, s in self._tracks.items() if frame_index - s.frame_index > self.max_gap]:
-            del self._tracks[track_id]
+        self._tracks.prune(frame_index)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from vidgpen.faces.types import TrackMemory
 
 
 @dataclass
@@ -61,15 +62,15 @@ class TemporalBlender:
         self.max_gap = max_gap
         self.flow_size = flow_size
         self.motion = motion
-        self._tracks: dict[int, _TrackState] = {}
+        self._tracks: TrackMemory[_TrackState] = TrackMemory(max_gap)
         self._flow = None
 
     def reset(self) -> None:
         """Forget every track (scene cut)."""
-        self._tracks.clear()
+        self._tracks.reset()
 
     def end_track(self, track_id: int) -> None:
-        self._tracks.pop(track_id, None)
+        self._tracks.forget(track_id)
 
     def blend(self, track_id: int, frame_index: int, input_crop: np.ndarray, restored: np.ndarray) -> np.ndarray:
         """input_crop, restored: ``[S, S, 3]`` uint8 (aligned) -> the face to show, ``[S, S, 3]`` uint8."""
@@ -77,15 +78,15 @@ class TemporalBlender:
             return restored
         size = restored.shape[0]
         gray = _small_gray(input_crop, self._flow_side(size))
-        state = self._tracks.get(track_id)
+        state = self._tracks.get(track_id, frame_index)
         fresh = restored.astype(np.float32)
-        if state is None or frame_index - state.frame_index > self.max_gap or state.shown.shape != fresh.shape:
+        if state is None or state.shown.shape != fresh.shape:
             shown = fresh
         else:
             warped_shown, weight = self.follow(state.input_gray, gray, state.shown)
             # weight * warped + (1 - weight) * fresh, one multi-threaded pass with a one-channel weight
             shown = cv2.blendLinear(warped_shown, fresh, weight, 1.0 - weight)
-        self._tracks[track_id] = _TrackState(shown, gray, frame_index)
+        self._tracks.put(track_id, _TrackState(shown, gray, frame_index))
         return cv2.convertScaleAbs(shown)  # rounded and saturated to uint8 (shown is never negative)
 
     def follow(self, previous_gray: np.ndarray, current_gray: np.ndarray,
@@ -121,9 +122,7 @@ class TemporalBlender:
 
     def prune(self, frame_index: int) -> None:
         """Drop tracks not seen for more than ``max_gap`` frames (bounded memory)."""
-        stale = [tid for tid, st in self._tracks.items() if frame_index - st.frame_index > self.max_gap]
-        for tid in stale:
-            del self._tracks[tid]
+        self._tracks.prune(frame_index)
 
     def _flow_side(self, size: int) -> int:
         return self.flow_size or min(size, 64)

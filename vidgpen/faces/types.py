@@ -7,6 +7,7 @@ image-left eye, image-right eye, nose tip, image-left mouth corner, image-right 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -89,3 +90,42 @@ class TrackedFrame:
     pts_seconds: float
     scene_cut: bool
     faces: tuple[TrackedFace, ...]
+
+
+class _Dated(Protocol):
+    frame_index: int  # the last frame the state was updated on
+
+
+StateT = TypeVar("StateT", bound=_Dated)
+
+
+class TrackMemory(Generic[StateT]):
+    """Per-track state of a stage that follows faces over time (blending, film detection, drift), which lapses
+    when its track goes unseen for more than ``max_gap`` frames; bounded by :meth:`prune`."""
+
+    def __init__(self, max_gap: int):
+        self.max_gap = max_gap
+        self._states: dict[int, StateT] = {}
+
+    def get(self, track_id: int, frame_index: int) -> StateT | None:
+        """The track's state if it was updated within ``max_gap`` frames before ``frame_index``, else None."""
+        state = self._states.get(track_id)
+        return None if state is None or frame_index - state.frame_index > self.max_gap else state
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def put(self, track_id: int, state: StateT) -> None:
+        self._states[track_id] = state
+
+    def forget(self, track_id: int) -> None:
+        self._states.pop(track_id, None)
+
+    def reset(self) -> None:
+        """Forget every track (scene cut)."""
+        self._states.clear()
+
+    def prune(self, frame_index: int) -> None:
+        """Drop tracks not seen for more than ``max_gap`` frames."""
+        for track_id in [t for t, s in self._states.items() if frame_index - s.frame_index > self.max_gap]:
+            del self._states[track_id]
