@@ -329,3 +329,45 @@ def test_keep_removes_an_empty_store(tmp_path):
     store = RestoredFaceStore.open(tmp_path / "out.mp4", _journal(), resume=False)
     assert store.folder.is_dir()
     assert store.keep() is None and not store.folder.exists()
+
+
+def test_cli_no_save_progress_keeps_nothing_beside_the_output(clips, references, recipe_options, monkeypatch,
+                                                              tmp_path, capsys):
+    reference, _ = references["short"]
+    dst = tmp_path / "out.mp4"
+    argv = ["restore", str(clips["short"]), "-o", str(dst), "--model", "GPEN-BFR-256",
+            "--weights", str(recipe_options["weights"]), "--detector", "mtcnn", "--mask", "feathered",
+            "--dtype", "fp32", "--batch-size", str(BATCH), "--no-save-progress"]
+    real_restore = GPENRestorer.restore
+    counter = {"calls": 0}
+
+    def restore(self, crops):
+        counter["calls"] += 1
+        if counter["calls"] == 2:
+            raise KeyboardInterrupt
+        return real_restore(self, crops)
+
+    monkeypatch.setattr(GPENRestorer, "restore", restore)
+    assert cli_main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; no output was written" in err and "--resume" not in err
+    assert leftovers(tmp_path) == []  # neither a partial video nor saved faces
+
+    monkeypatch.setattr(GPENRestorer, "restore", real_restore)
+    assert cli_main(argv) == 0
+    assert leftovers(tmp_path) == []
+    assert_same_video(dst, reference, SHORT_FRAMES)  # the same file as a run that saved its progress
+
+    dst.unlink()
+    capsys.readouterr()
+    assert cli_main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--resume" in err and "--no-save-progress" in err and not dst.exists()
+
+
+def test_photos_refuse_no_save_progress(clips, engine, options, tmp_path):
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"")  # refused before it is read
+    with pytest.raises(OptionError, match="--save-progress is for videos"):
+        api.restore_image(photo, tmp_path / "restored.png", options=options.replace(save_progress=False),
+                          engine=engine)

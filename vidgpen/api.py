@@ -129,7 +129,7 @@ def write_image_atomically(path: str | Path, image_rgb: np.ndarray, overwrite: b
 # (--resume is not among them: a photo is done in one step, so running the same command again with --resume simply
 # redoes it.)
 _VIDEO_ONLY = ("start", "end", "codec", "crf", "preset", "pix_fmt", "drop_incompatible", "detect_every", "smoothing",
-               "lookahead", "temporal_strength", "deinterlace")
+               "lookahead", "temporal_strength", "deinterlace", "save_progress")
 _DEFAULTS = RestoreOptions()
 
 

@@ -58,7 +58,8 @@ class RestoreOptions:
     Extras: ``compare`` writes before|after side by side; ``save_faces`` a folder for restored crops;
     ``report`` a JSON file of every face in every frame; ``overwrite`` an existing output.
     Resume: ``resume`` continues an interrupted video run from the faces it kept beside the output (same input
-    and options required; see :mod:`vidgpen.resume`); photos ignore it.
+    and options required; see :mod:`vidgpen.resume`); photos ignore it. ``save_progress`` False keeps nothing
+    (no disk used beside the output; an interrupted run starts over).
     """
 
     model: str | None = "GPEN-BFR-512"
@@ -100,6 +101,7 @@ class RestoreOptions:
     report: Path | None = None
     overwrite: bool = False
     resume: bool = False
+    save_progress: bool = True
 
     def __post_init__(self) -> None:
         if self.model in NOT_FOR_RESTORE:
@@ -132,6 +134,9 @@ class RestoreOptions:
             raise OptionError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {self.deinterlace!r}")
         if self.lookahead < 0:
             raise OptionError(f"--lookahead must be >= 0 frames, got {self.lookahead}")
+        if self.resume and not self.save_progress:
+            raise OptionError("--resume continues from the progress a run saves; drop --no-save-progress (or "
+                              "--resume to start over)")
         self._check_upscale()
 
     def _check_upscale(self) -> None:

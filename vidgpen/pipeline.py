@@ -434,9 +434,10 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
     With ``window`` only that piece is written (``options.start``/``end`` are then not used); ``summary.frames``
     counts the frames written.
 
-    The restored faces are kept beside ``dst`` while the run goes (see :mod:`vidgpen.resume`): deleted once
-    ``dst`` is written, kept when the run fails or is interrupted (the exception then carries a note saying how
-    to continue), and reused instead of running the model when ``engine.options.resume`` is set.
+    Unless ``options.save_progress`` is False, the restored faces are kept beside ``dst`` while the run goes
+    (see :mod:`vidgpen.resume`): deleted once ``dst`` is written, kept when the run fails or is interrupted (the
+    exception then carries a note saying how to continue), and reused instead of running the model when
+    ``engine.options.resume`` is set.
     """
     options = engine.options
     progress = progress or _SilentProgress()
@@ -469,18 +470,21 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
                              video_only=window is not None) as writer:
                 # Opened once the writer has accepted dst, so a command that fails its checks keeps old progress.
                 expected_frames = _expected_frames(reader)
-                store = RestoredFaceStore.open(dst, run_journal(src, engine, expected_frames),
-                                               resume=options.resume, notice=notice)
+                if options.save_progress:
+                    store = RestoredFaceStore.open(dst, run_journal(src, engine, expected_frames),
+                                                   resume=options.resume, notice=notice)
                 # Nothing that can raise may come between starting the stages and waiting for them: the writer
                 # and reader must not close under running threads.
                 progress.start(Path(src).name, expected_frames)
                 decoded, analysed, restored = stages.queue(), stages.queue(), stages.queue()
-                to_keep, modelled = stages.queue(SAVE_QUEUE_BATCHES), stages.queue(POST_QUEUE_BATCHES)
+                modelled = stages.queue(POST_QUEUE_BATCHES)
+                to_keep = stages.queue(SAVE_QUEUE_BATCHES) if store is not None else None
                 stages.start("decode", lambda: _decode(stages, reader, decoded))
                 stages.start("analyse", lambda: _analyse(stages, engine, geometry, decoded, analysed))
                 stages.start("restore", lambda: _restore(stages, engine, geometry, analysed, modelled, store,
                                                          to_keep))
-                stages.start("keep", lambda: _keep(stages, store, to_keep))
+                if store is not None:
+                    stages.start("keep", lambda: _keep(stages, store, to_keep))
                 stages.start("post", lambda: _post(stages, engine, modelled, restored))
                 to_encode = restored
                 if factor != 1:
@@ -499,9 +503,10 @@ def run_video(src: str | Path, dst: str | Path, engine: FaceEngine, progress: Pr
             raise
         finally:
             progress.finish()
-        store.discard()
-        summary.faces_reused = store.faces_reused
-        summary.warnings += store.warnings
+        if store is not None:
+            store.discard()
+            summary.faces_reused = store.faces_reused
+            summary.warnings += store.warnings
         if report is not None:
             report.close()
         if reader.damage is not None:
