@@ -1,9 +1,13 @@
 """Helpers shared by the segment and Ray tests (and the Ray test's child process): a clip with keyframes every
-few frames, a cheap deterministic stand-in restorer, and frame-exact comparisons."""
+few frames, a cheap deterministic stand-in restorer (and variants that kill or block their worker), and frame-exact
+comparisons."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import time
 from pathlib import Path
 
 import av
@@ -84,8 +88,6 @@ class KillOnceRestorer(StandInRestorer):
         self.marker, self.after_calls, self.calls = marker, after_calls, 0
 
     def restore(self, crops):
-        import os
-
         self.calls += 1
         if self.calls == self.after_calls:
             try:
@@ -99,3 +101,48 @@ class KillOnceRestorer(StandInRestorer):
 
 def make_kill_once_restorer(marker: str, after_calls: int) -> KillOnceRestorer:
     return KillOnceRestorer(marker, after_calls)
+
+
+class BlockOnceRestorer(StandInRestorer):
+    """The stand-in restorer that stops at its ``after_calls``-th call, once per ``marker`` file: it writes its node
+    id and process id into the marker and sleeps, so the test can remove that node while the unit is in flight.
+    Restorers made after the marker exists (the actor restarted elsewhere) append their node id to
+    ``<marker>.restarted``. Never blocks past ``block_seconds``: a test that fails to remove the node gets an error."""
+
+    def __init__(self, marker: str, after_calls: int, block_seconds: float):
+        super().__init__()
+        self.marker, self.after_calls, self.block_seconds, self.calls = marker, after_calls, block_seconds, 0
+        if os.path.exists(marker):
+            with open(f"{marker}.restarted", "a") as file:
+                file.write(_ray_node_id() + "\n")
+
+    def restore(self, crops):
+        self.calls += 1
+        if self.calls == self.after_calls and self._claim():
+            deadline = time.monotonic() + self.block_seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.1)  # the node (this process with it) should be removed now
+            raise RuntimeError(f"the blocked restorer (pid {os.getpid()}) was not killed in {self.block_seconds} s")
+        return super().restore(crops)
+
+    def _claim(self) -> bool:
+        """Writes the marker, complete, unless another restorer wrote it first (os.link never replaces)."""
+        draft = f"{self.marker}.{os.getpid()}"
+        Path(draft).write_text(json.dumps({"node_id": _ray_node_id(), "pid": os.getpid()}))
+        try:
+            os.link(draft, self.marker)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(draft)
+        return True
+
+
+def _ray_node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def make_block_once_restorer(marker: str, after_calls: int, block_seconds: float) -> BlockOnceRestorer:
+    return BlockOnceRestorer(marker, after_calls, block_seconds)

@@ -1,12 +1,12 @@
 """Restores on Ray equal single-machine runs: a folder through ``--cluster ADDRESS`` (with an unreadable file and
-an existing output), and a long clip in segments while a worker process is killed mid-segment.
+an existing output), and a long clip in segments while a worker process is killed mid-segment, and again while a
+whole node is lost mid-segment.
 
 Network rule: Ray on Linux swaps 127.0.0.1 for the machine's interface address, so the Ray side runs in a child
 process inside its own network namespace that has only loopback (``unshare -n``, or ``-rn`` without root); the
-child checks that Ray's node address is 127.0.0.1 before anything else. One Ray cluster (a head and two worker
+child checks that Ray's node address is 127.0.0.1 before anything else. One Ray cluster (a head and three worker
 nodes, ray.cluster_utils) serves the whole module (``tests/cluster_ray_child.py``); the tests below judge what it
-produced. Skipped, with the reason, where Ray is
-not installed or no namespace can be made.
+produced. Skipped, with the reason, where Ray is not installed or no namespace can be made.
 
 Single-machine references run with one torch thread, as each worker does: MTCNN's float results depend on the
 thread count, and with them the detections.
@@ -75,9 +75,13 @@ def child(work, recipe_checkpoint_256) -> dict:
                PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR),
                                            os.environ.get("PYTHONPATH", "")]))
     result_path = work / "result.json"
-    run = subprocess.run(prefix + [sys.executable, str(CHILD), str(work), str(recipe_checkpoint_256),
-                                   str(result_path)], capture_output=True, text=True, env=env,
-                         timeout=CHILD_TIMEOUT)
+    try:
+        run = subprocess.run(prefix + [sys.executable, str(CHILD), str(work), str(recipe_checkpoint_256),
+                                       str(result_path)], capture_output=True, text=True, env=env,
+                             timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        done = result_path.read_text() if result_path.exists() else "no results"
+        pytest.fail(f"the Ray child ran past {CHILD_TIMEOUT} s; results so far: {done}\n{(exc.stderr or '')[-3000:]}")
     results = json.loads(result_path.read_text()) if result_path.exists() else {}
     assert "error" not in results, results["error"]
     assert run.returncode == 0, f"child exited {run.returncode}: {results}\n{run.stderr[-3000:]}"
@@ -94,8 +98,18 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module")
+def long_reference(work, one_torch_thread, tmp_path_factory) -> Path:
+    """The long clip restored on this machine, lossless, as the segmented Ray runs restore it."""
+    options = RestoreOptions(**SEAM_OPTIONS, codec="ffv1")
+    reference = tmp_path_factory.mktemp("reference") / "long.mkv"
+    api.restore_video(work / "long.mp4", reference, options=options,
+                      engine=build_engine(options, restorer=StandInRestorer()))
+    return reference
+
+
 def test_ray_ran_on_loopback_only(child):
-    assert child["node_address"] == "127.0.0.1" and child["nodes"] == ["127.0.0.1"] * 3
+    assert child["node_address"] == "127.0.0.1" and child["nodes"] == ["127.0.0.1"] * 4
 
 
 def test_folder_on_ray_equals_single_machine_runs(child, work, recipe_engine, recipe_options, one_torch_thread,
@@ -113,17 +127,27 @@ def test_folder_on_ray_equals_single_machine_runs(child, work, recipe_engine, re
         assert (work / "folder_out" / name).read_bytes() == reference.read_bytes()
 
 
-def test_segmented_clip_with_a_killed_worker_equals_single_machine_run(child, work, one_torch_thread, tmp_path):
+def test_segmented_clip_with_a_killed_worker_equals_single_machine_run(child, work, long_reference):
     segmented = child["segmented"]
     assert segmented["killed"] and segmented["workers"] == 2  # a worker really died mid-segment
     assert segmented["frames"] == LONG_FRAMES
-    options = RestoreOptions(**SEAM_OPTIONS, codec="ffv1")
-    reference = tmp_path / "long.mkv"
-    api.restore_video(work / "long.mp4", reference, options=options,
-                      engine=build_engine(options, restorer=StandInRestorer()))
     output = work / "long_cluster.mkv"
-    assert decoded_video(output) == decoded_video(reference)
-    assert audio_packets(output) == audio_packets(reference)
+    assert decoded_video(output) == decoded_video(long_reference)
+    assert audio_packets(output) == audio_packets(long_reference)
+    assert not work_folder(output).exists()
+
+
+def test_segmented_clip_with_a_node_lost_mid_segment_equals_single_machine_run(child, work, long_reference):
+    lost = child["node_lost"]
+    removal = lost["removal"]
+    assert "error" not in removal, removal["error"]
+    assert removal["node_id"] in lost["dead_nodes"]  # Ray saw the node die
+    # The actor that held the blocked segment came back on another node, which then restored the segment.
+    assert lost["restarted_on"] and removal["node_id"] not in lost["restarted_on"]
+    assert lost["workers"] == 2 and lost["frames"] == LONG_FRAMES
+    output = work / "long_node_lost.mkv"
+    assert decoded_video(output) == decoded_video(long_reference)
+    assert audio_packets(output) == audio_packets(long_reference)
     assert not work_folder(output).exists()
 
 
