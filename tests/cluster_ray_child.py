@@ -1,5 +1,6 @@
 """Run by tests/test_cluster_ray.py inside a network namespace with only loopback: one Ray cluster on this machine
-(ray.cluster_utils: a head and three worker nodes), the scenarios one after another, results as JSON.
+(ray.cluster_utils: a head and two worker nodes, a third added once one is lost), the scenarios one after another,
+results as JSON.
 Usage: cluster_ray_child.py WORK_DIR CHECKPOINT RESULT_JSON
 
 Checks first that Ray's node address is 127.0.0.1 and stops (writing why) if it is not: no traffic may leave
@@ -71,11 +72,11 @@ def main() -> int:
     def save():
         result_path.write_text(json.dumps(results, indent=1))
 
-    # A head without CPUs and three worker nodes with one CPU each: each of the two restorer actors has a node of
-    # its own, and one node is spare for an actor whose node is lost.
+    # A head without CPUs and two worker nodes with one CPU each: each of the two restorer actors has a node of
+    # its own, and none is spare, so an actor whose node is lost has nowhere to restart.
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEAD_SYSTEM_CONFIG})
     try:
-        for _ in range(3):
+        for _ in range(2):
             nodes.add_node(num_cpus=1)
         nodes.wait_for_nodes()
         cluster = ray_runner.ClusterOptions(address=nodes.address, workers=2, cpus_per_worker=1, segment_seconds=1.0)
@@ -108,8 +109,8 @@ def main() -> int:
         save()
 
         # The same clip while a whole node is lost: a restorer blocks mid-segment, its node is removed (raylet and
-        # worker SIGKILLed), Ray restarts the actor on the spare node and retries the segment. A watchdog turns a
-        # restore that never ends into a reported failure.
+        # worker SIGKILLed). With no spare node its actor cannot restart; the segment goes back to the queue and the
+        # surviving actor restores it. A watchdog turns a restore that never ends into a reported failure.
         started = time.perf_counter()
         marker = work / "blocked.marker"
         removal: dict = {}
@@ -137,8 +138,10 @@ def main() -> int:
             "frames": lost.results[0].frames, "workers": lost.workers, "removal": removal,
             "dead_nodes": [n["NodeID"] for n in ray.nodes() if not n["Alive"]],
             "restarted_on": restarted.read_text().split() if restarted.exists() else [],
-            "seconds": time.perf_counter() - started}
+            "retried": lost.retried, "seconds": time.perf_counter() - started}
         save()
+        nodes.add_node(num_cpus=1)  # a replacement, so the folder below has two workers again
+        nodes.wait_for_nodes()
 
         # Last (the command shuts Ray down when done): a folder through the command line, with the recipe
         # GPEN-BFR-256 on two workers (one CPU thread each); one file cannot be read, one output exists already.

@@ -103,6 +103,9 @@ def run_cluster(args: argparse.Namespace, options: RestoreOptions, console: Cons
             for warning in result.warnings:
                 console.print(f"vidgpen: warning: {warning}", soft_wrap=True, markup=False)
             console.print(f"{result.output.name}: {summary_line(result)}", soft_wrap=True, markup=False)
+        if job.retried:
+            console.print(f"vidgpen: note: {len(job.retried)} unit(s) started again on another worker after their "
+                          f"worker or node was lost: {', '.join(job.retried)}", soft_wrap=True, markup=False)
         skipped = f", {len(job.skipped)} skipped (output exists)" if job.skipped else ""
         failed = f"; {len(job.failures)} failed" if job.failures else ""
         console.print(f"restored {len(job.results)} file(s) into {args.output} on {job.workers} worker(s)"

@@ -9,8 +9,10 @@ Imported only for ``--cluster``; nothing else in vidgpen imports Ray. The job:
 3. starts a pool of restorer actors, each holding one loaded engine (one per GPU, or a fraction of a GPU so two
    share one and overlap their CPU stages; CPU-only actors where there is no GPU);
 4. hands out units, longest first: a whole file (folder inputs, and videos that stay one unit) or one segment.
-   Actors are restarted and their unit retried by Ray when a worker process or node dies; a user's mistake in one
-   file (a :class:`~vidgpen.errors.VidgpenError`) is collected for the summary instead;
+   When a worker process or its node dies, Ray restarts the actor (wherever there is room) and the unit goes back
+   to the queue for the next free actor, so a lost node never stalls the job on an actor that has nowhere to
+   restart; a unit whose worker dies :data:`MAX_UNIT_ATTEMPTS` times fails. A user's mistake in one file (a
+   :class:`~vidgpen.errors.VidgpenError`) is collected for the summary instead;
 5. joins each segmented file's segments on the driver (:mod:`vidgpen.cluster.join`).
 
 Outputs, segment files and checkpoint copies appear by atomic rename, so an existing output is complete: folder
@@ -41,6 +43,7 @@ from vidgpen.errors import InputError, OptionError, OutputError, VidgpenError
 from vidgpen.pipeline import RunSummary
 
 POLL_SECONDS = 0.5
+MAX_UNIT_ATTEMPTS = 3  # a unit that takes its worker down this often is the unit's fault, not the cluster's
 
 
 class ClusterError(VidgpenError):
@@ -108,6 +111,7 @@ class ClusterSummary:
     plan_seconds: float = 0.0   # packet scans and plans of segmented files
     join_seconds: float = 0.0   # joining their segments
     warmup_frames: int = 0      # frames restored around segments and dropped
+    retried: list[str] = field(default_factory=list)  # units started again after their worker or node was lost
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,6 +216,10 @@ class RestoreWorker:
     def restore_segment(self, src: str, segment: Segment, out: str) -> RunSummary:
         return restore_segment(src, segment, out, self.engine)
 
+    def ready(self) -> bool:
+        """Answers once the actor (restarted after a lost worker) has loaded its engine again."""
+        return True
+
 
 def _local_copy(checkpoint: bytes) -> Path:
     """The checkpoint as a file on this node (named by its content, so restarted actors reuse it; it stays while
@@ -240,7 +248,8 @@ def _start_workers(cluster: ClusterOptions, options: RestoreOptions, checkpoint,
         per_worker = max(1, min(cluster.cpus_per_worker, cpus // count))
         shape = dict(num_cpus=per_worker)
         threads = per_worker
-    actor = ray.remote(RestoreWorker).options(max_restarts=-1, max_task_retries=-1, **shape)
+    # Ray restarts a lost actor; the job, not Ray, retries its unit, on whichever actor is free first.
+    actor = ray.remote(RestoreWorker).options(max_restarts=-1, max_task_retries=0, **shape)
     return [actor.remote(options, checkpoint, restorer_factory, threads) for _ in range(count)]
 
 
@@ -373,29 +382,58 @@ def restore_with_ray(src: str | Path, dst: str | Path, options: RestoreOptions, 
 
 
 def _dispatch(units: list[_Unit], workers: list, summary: ClusterSummary, parts: dict, progress: JobProgress) -> None:
-    """Keep every actor busy with the next unit (longest first) until all are done."""
+    """Keep every actor busy with the next unit (longest first) until all are done.
+
+    An actor gets work only once it answers :meth:`RestoreWorker.ready` (its engine is loaded), so an actor the
+    cluster has no room for never holds a unit. An actor whose worker died goes back to waiting for that answer
+    (Ray restarts it where there is room); its unit goes back to the front of the queue at once. The job ends
+    when every unit is done, whether or not every actor found a node."""
     pending = list(units)
-    idle = list(workers)
-    running: dict = {}
+    idle: list = []
+    running: dict = {}     # unit task -> (unit, actor)
+    restarting: dict = {actor.ready.remote(): actor for actor in workers}  # ready() call -> actor (re)starting
+    attempts: dict[int, int] = {}
     while pending or running:
         while pending and idle:
             unit, actor = pending.pop(0), idle.pop(0)
             running[getattr(actor, unit.method).remote(*unit.args)] = (unit, actor)
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+        ready, _ = ray.wait(list(running) + list(restarting), num_returns=1, timeout=POLL_SECONDS)
         for ref in ready:
+            if ref in restarting:
+                actor = restarting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    _raise_if_cannot_start(exc)
+                    restarting[actor.ready.remote()] = actor  # lost again while restarting: wait again
+                    continue
+                idle.append(actor)
+                continue
             unit, actor = running.pop(ref)
-            idle.append(actor)
             try:
                 value = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                # Dying processes and nodes are retried by Ray; this is an actor that cannot start at all.
-                reason = str(exc).strip().splitlines()
-                raise ClusterError(f"a restorer worker could not start: {reason[-1] if reason else exc}") from exc
+                _raise_if_cannot_start(exc)
+                restarting[actor.ready.remote()] = actor
+                attempts[id(unit)] = attempts.get(id(unit), 0) + 1
+                if attempts[id(unit)] < MAX_UNIT_ATTEMPTS:
+                    summary.retried.append(unit.name)
+                    pending.insert(0, unit)
+                    continue
+                error = f"its worker died {MAX_UNIT_ATTEMPTS} times while restoring it (last: {_last_line(exc)})"
+                if unit.segment is not None:
+                    raise ClusterError(f"{unit.name}: {error}") from exc
+                summary.failures.append((unit.file, error))
+                progress.unit_done(unit.name, 0, error)
+                continue
             except ray.exceptions.RayTaskError as exc:
+                idle.append(actor)
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                 if unit.segment is not None:
                     raise cause  # a segment's failure fails its file: the finished segments stay for --resume
                 value = (None, f"{type(cause).__name__}: {cause}")
+            else:
+                idle.append(actor)
             if unit.segment is not None:
                 parts.setdefault(unit.file, []).append(value)
                 progress.unit_done(unit.name, value.frames, None)
@@ -406,6 +444,17 @@ def _dispatch(units: list[_Unit], workers: list, summary: ClusterSummary, parts:
             else:
                 summary.results.append(result)
             progress.unit_done(unit.name, result.frames if result is not None else 0, error)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _raise_if_cannot_start(exc: "ray.exceptions.RayActorError") -> None:
+    """An actor whose constructor fails (bad checkpoint, missing weights) never will start: stop the job."""
+    if exc.actor_init_failed:
+        raise ClusterError(f"a restorer worker could not start: {_last_line(exc)}") from exc
 
 
 def shutdown() -> None:
