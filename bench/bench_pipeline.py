@@ -9,7 +9,8 @@ detections every ``--detect-every`` frames) and the feathered mask, and reports:
 - busy seconds per stage (RunSummary.stage_seconds; stages overlap, so they can add up to more than the wall),
   and the analyse stage (scene cuts, detection + flow, tracking) in milliseconds per frame;
 - the model alone: ``restorer.restore`` timed on aligned crops of the same size in batches of the same size,
-  per face, times the run's face count (measured on ``--model-faces`` faces and scaled, so long clips stay cheap);
+  per face, times the run's face count (measured on ``--model-faces`` faces before the run and again after it,
+  the mean of the two, so long clips stay cheap and a drifting machine speed does not decide the overhead);
 - overhead = (wall - model time) / model time, the pipeline's cost beyond the model (targets: <= 40 % at
   GPEN-256, <= 15 % at 512 and 1024);
 - peak RSS of the process (VmHWM), which must not grow with the clip length.
@@ -87,17 +88,22 @@ def measure(config: dict) -> dict:
     batch = np.repeat(crop[None], batch_size, axis=0)
     engine.restorer.restore(batch)  # warm-up: the first forward's one-off cost is neither pipeline nor model speed
     load_seconds = time.perf_counter() - loaded
+    batches = max(1, math.ceil(config["model_faces"] / batch_size))
 
+    def model_seconds_per_face() -> float:
+        started = time.perf_counter()
+        for _ in range(batches):
+            engine.restorer.restore(batch)
+        return (time.perf_counter() - started) / (batches * batch_size)
+
+    # The model alone is timed before and after the run (a shared machine's speed drifts by 10-30% over minutes)
+    # and the mean of the two taken, so the overhead is not an artefact of one lucky or unlucky timing.
+    model_before = model_seconds_per_face()
     summary = api.restore_video(config["clip"], config["output"], options=options, engine=engine)
     rss_after_run = peak_rss_mb()  # before the model-only timing below can add anything
+    model_after = model_seconds_per_face()
 
-    batches = max(1, math.ceil(min(config["model_faces"], max(summary.faces, 1)) / batch_size))
-    started = time.perf_counter()
-    for _ in range(batches):
-        engine.restorer.restore(batch)
-    model_seconds_per_face = (time.perf_counter() - started) / (batches * batch_size)
-
-    model_seconds = model_seconds_per_face * summary.faces
+    model_seconds = (model_before + model_after) / 2 * summary.faces
     return {
         "size": config["size"], "frames": summary.frames, "faces": summary.faces,
         "width": config["width"], "height": config["height"], "dtype": str(engine.restorer.dtype),
@@ -108,7 +114,8 @@ def measure(config: dict) -> dict:
         "load_seconds": load_seconds,
         "wall_seconds": summary.seconds, "fps": summary.frames / summary.seconds,
         "faces_per_second": summary.faces / summary.seconds, "stage_seconds": summary.stage_seconds,
-        "model_seconds_per_face": model_seconds_per_face, "model_seconds": model_seconds,
+        "model_seconds_per_face": (model_before + model_after) / 2, "model_before_after": [model_before, model_after],
+        "model_seconds": model_seconds,
         "overhead": (summary.seconds - model_seconds) / model_seconds if model_seconds else float("nan"),
         "peak_rss_mb": rss_after_run,
     }
@@ -148,7 +155,8 @@ def main() -> None:
     parser.add_argument("--isa", choices=sorted(ISA_LIMITS),
                         help="run as on a CPU with only this instruction set (avx2: what a Zen 3 has; the clock and "
                              "caches stay this machine's)")
-    parser.add_argument("--model-faces", type=int, default=16, help="faces the model-only timing runs on")
+    parser.add_argument("--model-faces", type=int, default=32,
+                        help="faces the model-only timing runs on, before the run and again after it")
     parser.add_argument("--workdir", type=Path, help="keep clips, checkpoints and outputs here (default: temp)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -196,7 +204,9 @@ def report(r: dict) -> None:
     print(f"  {r['fps']:.3f} frames/s, {r['faces_per_second']:.3f} faces/s, wall {r['wall_seconds']:.1f} s "
           f"(+ {r['load_seconds']:.1f} s loading and warm-up)")
     print(f"  busy seconds per stage: {stages}; detection + flow + tracking {r['analyse_ms_per_frame']:.1f} ms/frame")
-    print(f"  model alone {r['model_seconds_per_face']:.3f} s/face -> {r['model_seconds']:.1f} s; "
+    before, after = r["model_before_after"]
+    print(f"  model alone {r['model_seconds_per_face']:.3f} s/face (before the run {before:.3f}, after {after:.3f}) "
+          f"-> {r['model_seconds']:.1f} s; "
           f"overhead {r['overhead']:+.1%} ({verdict})")
     print(f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 

@@ -116,8 +116,8 @@ def register(subparsers) -> None:
     video.add_argument("--preset",
                        help="encoder speed preset (default: x264 veryfast). x264 CPU ms per 720p frame measured on "
                             "2 cores: " + ", ".join(f"{name} {ms}" for name, ms in X264_PRESET_CPU_MS_720P.items())
-                            + " (GPEN-256 costs ~124 per face in bf16); slower presets give smaller files, not "
-                            "better faces at the same CRF")
+                            + " (GPEN-256 costs ~66 per face in bf16 with AMX, ~230 in fp32 on AVX2); slower "
+                            "presets give smaller files, not better faces at the same CRF")
     video.add_argument("--pix-fmt", help="output pixel format (default: the input's; 10-bit stays 10-bit)")
     video.add_argument("--drop-incompatible", action="store_true",
                        help="drop streams the output container cannot hold (default: stop with an error)")

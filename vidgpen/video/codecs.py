@@ -20,9 +20,10 @@ CONTAINER_FORMATS = {
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
 # CPU milliseconds per 1280x720 frame, libx264 at CRF 18 with 2 threads, measured on the 2-core development machine
-# (a loaded AVX-512 Xeon; ratios matter more than the absolute values). GPEN-BFR-256 costs ~124 CPU-ms per face in
-# bf16 there (62 ms on 2 cores), GPEN-BFR-512 ~1.6 CPU-s: veryfast keeps encoding below the model even at 1080p.
-X264_PRESET_CPU_MS_720P = {"ultrafast": 7, "superfast": 24, "veryfast": 37, "faster": 57, "fast": 77, "medium": 113}
+# (an AVX-512 Xeon with AMX; fast and medium measured under load, the others rechecked idle). GPEN-BFR-256
+# costs ~66 CPU-ms per face there in bf16 (33 ms on 2 cores; ~230 CPU-ms in fp32 with AVX2 kernels only),
+# GPEN-BFR-512 ~700 CPU-ms: veryfast keeps encoding below the model.
+X264_PRESET_CPU_MS_720P = {"ultrafast": 9, "superfast": 25, "veryfast": 37, "faster": 57, "fast": 77, "medium": 113}
 MAX_ENCODER_THREADS = 16
 
 
