@@ -133,7 +133,8 @@ def test_default_blending_halves_face_flicker_against_the_true_motion(runs):
     off = true_warping_error(CLIP, inputs, runs["off"])
     on = true_warping_error(CLIP, inputs, runs["default"])
     assert off.input_error == on.input_error and on.frame_pairs == CLIP.frames - 1
-    # measured: input 5.66, off 5.81 (the stand-in shimmers more than the noisy input), default 2.03 levels
+    # measured: input 5.66, off 5.23 (the stand-in shimmers about as much as the noisy input), default 2.20 levels;
+    # the clip is written reproducibly (x264 cpu-independent), so these are the same numbers on every run
     assert off.output_error > 0.9 * off.input_error
     assert off.output_error >= 2.0 * on.output_error
     assert on.output_error <= on.input_error

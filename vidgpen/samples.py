@@ -62,7 +62,8 @@ def write_face_clip(path: str | Path, *, frames: int = 48, width: int = 640, hei
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": str(crf), "preset": "veryfast"}
+        # cpu-independent: without it x264's CPU-specific code made two writes of the same frames differ here.
+        video.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "cpu-independent=1"}
         if keyframe_interval is not None:
             video.options = dict(video.options, g=str(keyframe_interval), keyint_min=str(keyframe_interval),
                                  sc_threshold="0")

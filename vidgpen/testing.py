@@ -324,7 +324,9 @@ class MovingFaceClip:
         with av.open(str(path), "w") as out:
             stream = out.add_stream("libx264", rate=self.fps)
             stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": "veryfast", "threads": "1"}
+            # cpu-independent: without it x264's CPU-specific code made two writes of the same frames differ here.
+            stream.options = {"crf": str(self.crf), "preset": "veryfast", "threads": "1",
+                              "x264-params": "cpu-independent=1"}
             for t in range(self.frames):
                 frame = av.VideoFrame.from_ndarray(self.frame(t, rng), format="rgb24")
                 frame.pts, frame.time_base = t, Fraction(1, self.fps)
