@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -325,9 +327,15 @@ def test_auto_factor_on_a_video_samples_its_first_frames(clip, recipe_args, tmp_
     code, stdout, err = run_cli("restore", clip, "-o", tmp_path / "out.mp4", *recipe_args, "--upscale", "auto",
                                 "--bg-upscaler", sr_files["compact-x4"], "--preset", "ultrafast")
     assert code == 0, err
-    assert "--upscale auto picked 3 (320x240 -> 960x720" in err  # the ~60 px face and GPEN-256's 256 px crop
+    # The clip's face is ~64 px, at the edge between x2 and x3: the factor must follow from the measured median
+    # (the smallest that makes it at least half of GPEN-256's 256 px crop) and the output must have that size.
+    picked = re.search(r"--upscale auto picked (\d) \(320x240 -> (\d+)x(\d+); median face (\d+) px", err)
+    assert picked, err
+    factor, median = int(picked[1]), int(picked[4])
+    assert 50 <= median <= 75 and factor in {math.ceil(128 / (median + 0.5)), math.ceil(128 / (median - 0.5))}
+    assert picked.group(2, 3) == (str(320 * factor), str(240 * factor))
     images, _, _ = _decode(tmp_path / "out.mp4")
-    assert len(images) == FRAMES and images[0].shape == (720, 960, 3)
+    assert len(images) == FRAMES and images[0].shape == (240 * factor, 320 * factor, 3)
 
 
 # ------------------------------------------------------------------------------------------------- mistakes
