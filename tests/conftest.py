@@ -23,6 +23,22 @@ def shared_reference_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_256(data_dir):
+    """The GPEN-BFR-256 network with the recipe weights, fp32, eval mode; one per test module, since restorers
+    may move it to another dtype or device."""
+    import json
+
+    from vidgpen.models.gpen import FullGenerator
+    from vidgpen.models.recipe import recipe_state_dict
+    from vidgpen.models.variants import VARIANTS
+
+    model = FullGenerator(VARIANTS["GPEN-BFR-256"].architecture).eval()
+    manifest = json.loads((data_dir / "manifest-GPEN-BFR-256.json").read_text())
+    model.load_state_dict(recipe_state_dict(manifest), strict=True)
+    return model
+
+
 # End-to-end fixtures (tests/test_pipeline.py, tests/test_cli_restore.py): the recipe GPEN-BFR-256 checkpoint, the
 # options that make a run fast and offline (MTCNN ships its weights; the feathered mask needs none), and one engine.
 # ----------------------------------------------------------------------------------------------------------------

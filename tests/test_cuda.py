@@ -7,16 +7,12 @@ convolutions in TF32 by default on Ampere and later, and picks other algorithms 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from vidgpen.models.gpen import FullGenerator
-from vidgpen.models.recipe import recipe_state_dict
 from vidgpen.models.restorer import GPENRestorer, fixed_batch_shapes, pick_dtype
-from vidgpen.models.variants import VARIANTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU here: the GPU path (fp32/fp16/bf16 against the CPU) is not tested")
@@ -36,25 +32,17 @@ def dtype_available(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cpu_model(data_dir):
-    model = FullGenerator(VARIANTS["GPEN-BFR-256"].architecture).eval()
-    manifest = json.loads((data_dir / "manifest-GPEN-BFR-256.json").read_text())
-    model.load_state_dict(recipe_state_dict(manifest), strict=True)
-    return model
-
-
-@pytest.fixture(scope="module")
 def inputs(data_dir):
     return torch.from_numpy(np.load(data_dir / "GPEN-BFR-256_input_b2.npy"))
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCES))
-def test_raw_output_against_cpu_reference(cpu_model, inputs, data_dir, dtype):
+def test_raw_output_against_cpu_reference(model_256, inputs, data_dir, dtype):
     if not dtype_available(dtype):
         pytest.skip(f"this GPU has no {dtype}")
     reference = np.load(data_dir / "GPEN-BFR-256_output_b2.npy")
-    gpu_model = FullGenerator(cpu_model.arch).eval()
-    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model = FullGenerator(model_256.arch).eval()
+    gpu_model.load_state_dict(model_256.state_dict())
     gpu_model = gpu_model.cuda().set_compute_dtype({"fp32": torch.float32, "fp16": torch.float16,
                                                     "bf16": torch.bfloat16}[dtype])
     out = gpu_model(inputs.cuda()).float().cpu().numpy()
@@ -68,14 +56,14 @@ def test_raw_output_against_cpu_reference(cpu_model, inputs, data_dir, dtype):
 
 
 @pytest.mark.parametrize("dtype", list(UINT8_TOLERANCES))
-def test_restored_crops_against_cpu(cpu_model, data_dir, dtype):
+def test_restored_crops_against_cpu(model_256, data_dir, dtype):
     if not dtype_available(dtype):
         pytest.skip(f"this GPU has no {dtype}")
     face = np.load(data_dir / "GPEN-BFR-256_aligned_face_bgr_u8.npy")[:, :, ::-1]
     crops = np.stack([face, face[:, ::-1], np.roll(face, 9, axis=1)])
-    expected = GPENRestorer(cpu_model, "GPEN-BFR-256", device="cpu", dtype="fp32").restore(crops)
-    gpu_model = FullGenerator(cpu_model.arch).eval()
-    gpu_model.load_state_dict(cpu_model.state_dict())
+    expected = GPENRestorer(model_256, "GPEN-BFR-256", device="cpu", dtype="fp32").restore(crops)
+    gpu_model = FullGenerator(model_256.arch).eval()
+    gpu_model.load_state_dict(model_256.state_dict())
     restorer = GPENRestorer(gpu_model, "GPEN-BFR-256", device="cuda", dtype=dtype, batch_size=2)
     assert restorer.batch_shapes == fixed_batch_shapes(2)
     restored = restorer.restore(crops)  # batches of 2 + 1: both fixed shapes

@@ -27,13 +27,6 @@ def manifest(data_dir, name):
 
 
 @pytest.fixture(scope="module")
-def model_256(data_dir):
-    model = FullGenerator(VARIANTS["GPEN-BFR-256"].architecture).eval()
-    model.load_state_dict(recipe_state_dict(manifest(data_dir, "GPEN-BFR-256")), strict=True)
-    return model
-
-
-@pytest.fixture(scope="module")
 def checkpoint_256(data_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "GPEN-BFR-256.pth"
     torch.save(recipe_state_dict(manifest(data_dir, "GPEN-BFR-256")), path)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pytest
 import torch
 
 from vidgpen.models import restorer as restorer_module
-from vidgpen.models.gpen import FullGenerator, StyledConv, _PreparedStyledConv
-from vidgpen.models.recipe import recipe_state_dict
+from vidgpen.models.gpen import StyledConv, _PreparedStyledConv
 from vidgpen.models.restorer import GPENRestorer, fixed_batch_shapes, pick_dtype
-from vidgpen.models.variants import VARIANTS
-
-
-@pytest.fixture(scope="module")
-def model_256(data_dir):
-    model = FullGenerator(VARIANTS["GPEN-BFR-256"].architecture).eval()
-    manifest = json.loads((data_dir / "manifest-GPEN-BFR-256.json").read_text())
-    model.load_state_dict(recipe_state_dict(manifest), strict=True)
-    return model
 
 
 def test_fp16_styled_conv_does_not_overflow_with_large_styles():
