@@ -136,6 +136,17 @@ def test_crop_from_stored_cuts_the_crop_the_displayed_picture_gives():
         assert np.abs(direct[inner].astype(int) - via_view[inner]).mean() <= (0.01 if sar is None else 3.0)
 
 
+def encode_frames(out, video, images) -> None:
+    """Encode ``[H, W, 3]`` uint8 RGB ``images`` into ``video`` of ``out`` at FPS, one per tick, and flush it."""
+    for index, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = index, Fraction(1, FPS)
+        for packet in video.encode(frame):
+            out.mux(packet)
+    for packet in video.encode(None):
+        out.mux(packet)
+
+
 def write_stored_clip(path: Path, display_frames: list[np.ndarray], geometry: DisplayGeometry) -> Path:
     """Encode the stored form of ``display_frames`` (H.264 + AAC): turned back by the rotation and squeezed by the
     SAR, with the rotation tag and the SAR on the stream, as a phone or a DV camcorder writes them."""
@@ -149,16 +160,12 @@ def write_stored_clip(path: Path, display_frames: list[np.ndarray], geometry: Di
             video.set_display_rotation(geometry.rotation)
         sound = out.add_stream("aac", rate=48000)
         sound.layout = "stereo"
-        for index, shown in enumerate(display_frames):
-            stored = np.ascontiguousarray(np.rot90(shown, -(geometry.rotation // 90)))
-            if geometry.scaled_width != geometry.width:
-                stored = cv2.resize(stored, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA)
-            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, FPS)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
+        stored_frames = (np.ascontiguousarray(np.rot90(shown, -(geometry.rotation // 90)))
+                         for shown in display_frames)
+        if geometry.scaled_width != geometry.width:
+            stored_frames = (cv2.resize(stored, (geometry.width, geometry.height), interpolation=cv2.INTER_AREA)
+                             for stored in stored_frames)
+        encode_frames(out, video, stored_frames)
         samples = np.zeros((2, 1024), dtype=np.float32)
         for start in range(0, 48000 * len(display_frames) // FPS, 1024):
             tone = (samples + 0.1 * np.sin(start / 300.0)).astype(np.float32)
@@ -291,18 +298,17 @@ def interlaced_clip(tmp_path_factory) -> Path:
         video = out.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
         video.options = {"x264-params": "bff=1", "crf": "12", "preset": "veryfast"}
-        for index in range(INTERLACED_FRAMES):
-            bottom, top = (cv2.warpAffine(portrait, field_matrix(2 * index + k), (320, 240),
-                                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for k in (0, 1))
-            woven = top.copy()
-            woven[1::2] = bottom[1::2]  # odd rows: the bottom field, taken first
-            frame = av.VideoFrame.from_ndarray(woven, format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, FPS)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
+        encode_frames(out, video, (woven_frame(portrait, index) for index in range(INTERLACED_FRAMES)))
     return path
+
+
+def woven_frame(portrait: np.ndarray, index: int) -> np.ndarray:
+    """Frame ``index`` of the interlaced clip: fields ``2 * index`` (bottom, taken first) and ``2 * index + 1``."""
+    bottom, top = (cv2.warpAffine(portrait, field_matrix(2 * index + k), (320, 240),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for k in (0, 1))
+    woven = top.copy()
+    woven[1::2] = bottom[1::2]  # odd rows: the bottom field
+    return woven
 
 
 def test_probe_shows_scan_type_and_field_order(interlaced_clip, packed_avi):
