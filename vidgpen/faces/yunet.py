@@ -94,10 +94,6 @@ class _Pointwise(nn.Module):
         return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
 
 
-def _pointwise(layer: LibraryLayer) -> _Pointwise:
-    return _Pointwise(layer)
-
-
 def _depthwise(layer: LibraryLayer) -> nn.Conv2d:
     channels = layer.weight.shape[0]
     conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
@@ -113,7 +109,7 @@ class _Separable(nn.Module):
         super().__init__()
         if pointwise.depthwise or not depthwise.depthwise:
             raise ValueError("a separable unit is a pointwise conv followed by a depthwise one")
-        self.pointwise, self.depthwise, self.relu = _pointwise(pointwise), _depthwise(depthwise), relu
+        self.pointwise, self.depthwise, self.relu = _Pointwise(pointwise), _depthwise(depthwise), relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.depthwise(self.pointwise(x))
